@@ -1,0 +1,184 @@
+"""``dreamloom``: generate images, inspect them, manage and export models, train, evaluate."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dreamloom.config import Settings
+from dreamloom.cli.options import with_model_options
+from dreamloom.generate.request import GenerationRequest
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+train_app = typer.Typer(no_args_is_help=True, help="Train models.")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure models.")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    errors.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    raise typer.Exit(2)
+
+
+def _validation_message(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "request"
+    return f"--{where.replace('_', '-')}: {first['msg'].removeprefix('Value error, ')}"
+
+
+def friendly_errors(fn):
+    """Turn expected failures into one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValidationError as error:
+            _fail(_validation_message(error))
+        except (ValueError, FileNotFoundError, OSError) as error:
+            _fail(str(error))
+
+    return wrapper
+
+
+def _open_image(path: Path | None):
+    from PIL import Image
+
+    if path is None:
+        return None
+    if not path.exists():
+        raise FileNotFoundError(f"no such image: {path}")
+    return Image.open(path).convert("RGB")
+
+
+@app.command()
+@with_model_options(GenerationRequest, skip={"prompt", "init_image", "mask"})
+@friendly_errors
+def generate(
+    values: dict,
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    init_image: Annotated[Path | None, typer.Option(help="img2img/inpaint: the starting image.")] = None,
+    mask: Annotated[Path | None, typer.Option(help="inpaint: white where to redraw.")] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="Where to write PNGs (default: settings' outputs dir).")] = None,
+    models_dir: Annotated[Path | None, typer.Option(help="Models folder (default: ./models or $DREAMLOOM_MODELS_DIR).")] = None,
+    device: Annotated[str | None, typer.Option(help="cuda, mps, xpu or cpu.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, float16 or bfloat16.")] = None,
+    allow_pickle: Annotated[bool, typer.Option(help="Allow .ckpt/.bin/.pt weights (they can run code).")] = False,
+) -> None:
+    """Text-to-image; with --init-image, image-to-image; with --mask too, inpainting."""
+    from dreamloom.generate.engine import Engine
+
+    request = GenerationRequest(prompt=prompt, init_image=_open_image(init_image), mask=_open_image(mask), **values)
+    settings = Settings.from_env(models_dir=models_dir, device=device, dtype=dtype, allow_pickle=allow_pickle or None)
+    engine = Engine(settings)
+    total = request.n_iter
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), console=errors, transient=True) as bar:
+        task = bar.add_task("loading model", total=None)
+        result = engine.generate(
+            request,
+            progress=lambda p: bar.update(task, description=f"batch {p.batch + 1}/{total}", completed=p.step, total=p.total),
+            allow_paths=True,
+        )
+    for path in engine.save(result, output_dir):
+        console.print(str(path), highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
+def info(image: Annotated[Path, typer.Argument(help="A PNG written by dreamloom, AUTOMATIC1111 or SD.Next.")]) -> None:
+    """Print an image's generation parameters and the request that reproduces it."""
+    from dreamloom.generate.infotext import read_infotext, request_from_infotext
+
+    if not image.exists():
+        raise FileNotFoundError(f"no such image: {image}")
+    text = read_infotext(image)
+    console.print(text, highlight=False)
+    console.print_json(request_from_infotext(text).model_dump_json(exclude_none=True))
+
+
+@app.command()
+@friendly_errors
+def models(models_dir: Annotated[Path | None, typer.Option(help="Models folder to scan.")] = None) -> None:
+    """List the models dreamloom can load by name."""
+    from dreamloom.models.registry import ModelRegistry
+
+    table = Table("name", "format", "location")
+    for entry in ModelRegistry(Settings.from_env(models_dir=models_dir).models_dir).entries():
+        table.add_row(entry.name + (" (embedded)" if entry.embedded else ""), entry.format, entry.location)
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def export(
+    model: Annotated[str, typer.Argument(help="Model name or diffusers folder.")],
+    destination: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
+    half: Annotated[bool, typer.Option(help="Store float16 weights.")] = False,
+    models_dir: Annotated[Path | None, typer.Option(help="Models folder.")] = None,
+) -> None:
+    """Write a diffusers model as one LDM-layout .safetensors (for AUTOMATIC1111, ComfyUI)."""
+    from dreamloom.models.export import export_single_file
+    from dreamloom.models.registry import ModelRegistry
+
+    entry = ModelRegistry(Settings.from_env(models_dir=models_dir).models_dir).resolve(model, allow_paths=True)
+    if entry.format != "diffusers":
+        raise ValueError(f"{model} is not a diffusers folder; only those can be exported")
+    console.print(str(export_single_file(entry.path, destination, half=half)))
+
+
+@eval_app.command("adherence")
+@friendly_errors
+def eval_adherence(
+    model: Annotated[str, typer.Option(help="Model name or path.")] = "dreamloom-tiny-sd",
+    prompts: Annotated[int, typer.Option(min=1, help="Held-out prompts per group (1-, 2- and 3-object).")] = 200,
+    sampler: Annotated[str, typer.Option(help="Sampler.")] = GenerationRequest.model_fields["sampler"].default,
+    steps: Annotated[int, typer.Option(help="Steps.")] = 20,
+    cfg_scale: Annotated[float, typer.Option(help="Guidance scale.")] = 7.0,
+    groups: Annotated[str, typer.Option(help="Comma-separated object counts to evaluate.")] = "1,2",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
+) -> None:
+    """Generate for held-out ShapeWorld prompts and report adherence per attribute."""
+    from dreamloom.eval.adherence import measure_adherence
+    from dreamloom.eval.engine_generate import engine_generate_fn
+    from dreamloom.generate.engine import Engine
+
+    engine = Engine(Settings.from_env())
+    counts = {int(g): prompts for g in groups.split(",")}
+    report = measure_adherence(engine_generate_fn(engine, model, sampler, steps, cfg_scale), counts)
+    table = Table("group", "prompts", "correct", "score", "colour", "shape", "size", "background", "relation", "count")
+    for group, row in report.items():
+        attrs = row["attributes"]
+        cells = [f"{attrs[a]:.1%}" if a in attrs else "-" for a in ("colour", "shape", "size", "background", "relation", "count")]
+        table.add_row(group, str(row["prompts"]), f"{row['correct']:.1%}", f"{row['score']:.3f}", *cells)
+    console.print(table)
+    text = json.dumps({"model": model, "sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, **report}, indent=2)
+    console.print(text, highlight=False)
+    if json_out:
+        json_out.write_text(text)
+
+
+@train_app.command("tiny-sd")
+@friendly_errors
+def train_tiny_sd(
+    config: Annotated[Path, typer.Option(help="Recipe YAML.")] = Path("configs/tiny-sd.yaml"),
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
+) -> None:
+    """Train dreamloom-tiny-sd from scratch (resumes an interrupted run in the same output dir)."""
+    from dreamloom.train.tiny_sd.config import load_config
+    from dreamloom.train.tiny_sd.recipe import run_recipe
+
+    if not config.exists():
+        raise FileNotFoundError(f"no such config: {config}")
+    console.print(str(run_recipe(load_config(config, overrides or []))))

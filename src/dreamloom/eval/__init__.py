@@ -1,0 +1,1 @@
+"""Evaluation: prompt adherence of a model, measured with the ShapeWorld scorer."""

@@ -1,0 +1,59 @@
+"""The generation engine: one call for txt2img, img2img and inpaint, and saving results.
+
+Front ends (CLI, HTTP API, web UI) build a ``GenerationRequest`` and call ``generate``;
+nothing here knows about them.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from dreamloom.config import Settings
+from dreamloom.generate.img2img import img2img
+from dreamloom.generate.infotext import save_with_infotext
+from dreamloom.generate.inpaint import inpaint
+from dreamloom.generate.progress import ProgressFn
+from dreamloom.generate.request import GenerationRequest, GenerationResult
+from dreamloom.generate.txt2img import txt2img
+from dreamloom.models.manager import ModelManager
+
+
+def mode_of(request: GenerationRequest) -> str:
+    if request.mask is not None:
+        return "inpaint"
+    return "img2img" if request.init_image is not None else "txt2img"
+
+
+class Engine:
+    def __init__(self, settings: Settings | None = None, models: ModelManager | None = None):
+        self.settings = settings or Settings.from_env()
+        self.models = models or ModelManager(self.settings)
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+        preview_every: int = 0,
+        allow_paths: bool = False,
+    ) -> GenerationResult:
+        """Run ``request`` as txt2img, img2img or inpaint, whichever its inputs ask for.
+
+        ``allow_paths`` lets ``request.model`` be a filesystem path (local CLI only)."""
+        loaded = self.models.get(request.model, allow_paths=allow_paths)
+        run = {"txt2img": txt2img, "img2img": img2img, "inpaint": inpaint}[mode_of(request)]
+        return run(loaded.pipeline, request, loaded.hash, progress, cancel, preview_every)
+
+    def save(self, result: GenerationResult, folder: Path | None = None) -> list[Path]:
+        """Write every image as PNG with its infotext; names never overwrite older files."""
+        folder = Path(folder or self.settings.outputs_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        start = len(list(folder.glob("*.png")))
+        paths = []
+        for offset, (image, seed, text) in enumerate(zip(result.images, result.seeds, result.infotexts)):
+            index = start + offset
+            while (path := folder / f"{index:05d}-{seed}.png").exists():
+                index += 1
+            paths.append(save_with_infotext(image, path, text))
+        return paths

@@ -1,0 +1,32 @@
+"""Text to image."""
+
+from __future__ import annotations
+
+import threading
+
+from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+from dreamloom.generate.progress import ProgressFn
+from dreamloom.generate.request import GenerationRequest, GenerationResult
+from dreamloom.generate.runner import native_size, per_request_pipeline, run_batches
+
+
+def txt2img(
+    base: DiffusionPipeline,
+    request: GenerationRequest,
+    model_hash: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    preview_every: int = 0,
+) -> GenerationResult:
+    # 1. size: the request's, or the model's native resolution
+    width = request.width or native_size(base)
+    height = request.height or native_size(base)
+    # 2. a pipeline of our own with a fresh sampler
+    pipeline = per_request_pipeline(base, AutoPipelineForText2Image, request)
+
+    # 3. denoise batch after batch from per-image seeded noise, and decode
+    def setup(pipe, seeds):
+        return {"width": width, "height": height}, None
+
+    return run_batches(pipeline, request, width, height, setup, model_hash, progress, cancel, preview_every)

@@ -1,0 +1,1 @@
+"""Training: the recipes that build dreamloom's shipped models, and personalization."""

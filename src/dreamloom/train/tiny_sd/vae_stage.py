@@ -1,0 +1,61 @@
+"""Stage 1: the AutoencoderKL, trained on ShapeWorld images with L1 + MSE + a tiny KL term."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+
+from dreamloom.train.tiny_sd.components import build_vae
+from dreamloom.train.tiny_sd.config import TinySdConfig
+from dreamloom.train.tiny_sd.data import to_model_range
+from dreamloom.train.schedules import warmup_cosine
+
+
+class VaeModule(pl.LightningModule):
+    """Reconstruction training; the KL weight only keeps latents bounded (as in SD's VAE)."""
+
+    def __init__(self, cfg: TinySdConfig):
+        super().__init__()
+        self.save_hyperparameters(cfg.model_dump(mode="json"))
+        self.cfg = cfg
+        self.vae = build_vae(cfg)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        posterior = self.vae.encode(batch).latent_dist
+        reconstruction = self.vae.decode(posterior.sample()).sample
+        l1 = F.l1_loss(reconstruction, batch)
+        mse = F.mse_loss(reconstruction, batch)
+        kl = posterior.kl().mean()
+        loss = l1 + mse + self.cfg.vae.kl_weight * kl
+        self.log_dict({"vae/loss": loss, "vae/l1": l1, "vae/kl": kl}, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.vae.parameters(), lr=self.cfg.vae.lr, weight_decay=0.0)
+        scheduler = warmup_cosine(optimizer, warmup=100, total=self.cfg.vae.steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+@torch.no_grad()
+def encode_images(vae: AutoencoderKL, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    """Latent means of uint8 NHWC images, unscaled."""
+    vae.eval()
+    chunks = [vae.encode(to_model_range(images[i : i + batch_size])).latent_dist.mean for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKL, images: np.ndarray) -> np.ndarray:
+    """Encode (mean) and decode uint8 images: what the UNet's world looks like after the VAE."""
+    decoded = vae.decode(encode_images(vae, images)).sample
+    return ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def calibrate_scaling_factor(vae: AutoencoderKL, images: np.ndarray) -> float:
+    """1/std of the latents, so scaled latents have unit variance like SD's (0.18215 there)."""
+    factor = float(1.0 / encode_images(vae, images).std())
+    vae.register_to_config(scaling_factor=factor)
+    return factor
