@@ -74,44 +74,57 @@ def _vae_key(key: str, levels: int) -> str:
         level = i if side == "encoder" else levels - 1 - i
         group = "down" if side == "encoder" else "up"
         if kind in ("downsamplers", "upsamplers"):
-            return f"{side}.{group}.{level}.{kind[:-9]}sample.{tail.removeprefix('0.')}"
+            return f"{side}.{group}.{level}.{kind.removesuffix('samplers')}sample.{tail.removeprefix('0.')}"
         j, tail = tail.split(".", 1)
         return f"{side}.{group}.{level}.block.{j}.{tail.replace('conv_shortcut', 'nin_shortcut')}"
     raise KeyError(f"no LDM name for VAE key {key!r}")
 
 
-def _read(folder: Path) -> dict[str, torch.Tensor]:
+def _weight_files(folder: Path) -> list[Path]:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise OSError(f"no .safetensors weights in {folder}")
-    tensors = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            tensors.update({k: f.get_tensor(k) for k in f.keys()})
-    return tensors
+    return files
+
+
+def _ldm_layout(folder: Path) -> dict[str, tuple[Path, str, tuple[int, ...]]]:
+    """LDM key -> (weights file, diffusers key, LDM shape), read from file headers only."""
+    unet_config = json.loads((folder / "unet" / "config.json").read_text())
+    vae_levels = len(json.loads((folder / "vae" / "config.json").read_text())["block_out_channels"])
+    up_attention = ["CrossAttn" in t for t in unet_config["up_block_types"]]
+    rename = {
+        "unet": lambda k: "model.diffusion_model." + _unet_key(k, unet_config["layers_per_block"], up_attention),
+        "vae": lambda k: "first_stage_model." + _vae_key(k, vae_levels),
+        # transformers 5 saves CLIPTextModel without its former ``text_model.`` prefix
+        "text_encoder": lambda k: "cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k),
+    }
+    layout = {}
+    for component, to_ldm in rename.items():
+        for file in _weight_files(folder / component):
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    shape = tuple(f.get_slice(key).get_shape())
+                    ldm = to_ldm(key)
+                    if ".mid.attn_1." in ldm and ldm.endswith(".weight") and len(shape) == 2:
+                        shape = (*shape, 1, 1)  # LDM's VAE attention uses 1x1 convolutions
+                    layout[ldm] = (file, key, shape)
+    return layout
+
+
+def ldm_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """The LDM key -> shape map an export of ``folder`` would have, without loading tensors."""
+    return {k: shape for k, (_, _, shape) in _ldm_layout(Path(folder)).items()}
 
 
 def diffusers_to_ldm(folder: Path) -> dict[str, torch.Tensor]:
     """The LDM-layout state dict of the diffusers pipeline in ``folder``."""
-    folder = Path(folder)
-    unet_config = json.loads((folder / "unet" / "config.json").read_text())
-    vae_config = json.loads((folder / "vae" / "config.json").read_text())
-    up_attention = ["CrossAttn" in t for t in unet_config["up_block_types"]]
     state: dict[str, torch.Tensor] = {}
-    for key, value in _read(folder / "unet").items():
-        state["model.diffusion_model." + _unet_key(key, unet_config["layers_per_block"], up_attention)] = value
-    for key, value in _read(folder / "vae").items():
-        ldm = _vae_key(key, len(vae_config["block_out_channels"]))
-        if ".mid.attn_1." in ldm and ldm.endswith(".weight") and value.ndim == 2:
-            value = value[:, :, None, None]
-        state["first_stage_model." + ldm] = value
-    for key, value in _read(folder / "text_encoder").items():
-        state["cond_stage_model.transformer." + key] = value
+    handles: dict[Path, object] = {}
+    for ldm, (file, key, shape) in _ldm_layout(Path(folder)).items():
+        if file not in handles:
+            handles[file] = safe_open(str(file), framework="pt")
+        state[ldm] = handles[file].get_tensor(key).reshape(shape)
     return state
-
-
-def diffusers_to_ldm_shapes(folder: Path) -> dict[str, tuple]:
-    return {k: tuple(v.shape) for k, v in diffusers_to_ldm(folder).items()}
 
 
 def export_single_file(folder: Path, destination: Path, half: bool = False) -> Path:

@@ -14,7 +14,8 @@ import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 from safetensors import safe_open
 
-from dreamloom.models.registry import ModelEntry, embedded_models_dir
+from dreamloom.models.export import ldm_shapes
+from dreamloom.models.registry import ModelEntry
 
 
 class PickleRefused(ValueError):
@@ -28,35 +29,38 @@ def _refuse_pickle(entry: ModelEntry) -> None:
     )
 
 
-def single_file_architecture(path: Path) -> tuple[type[DiffusionPipeline], str | None]:
+def single_file_architecture(path: Path, known_folders: list[Path]) -> tuple[type[DiffusionPipeline], str | None]:
     """Pipeline class and a local config folder for an LDM-layout checkpoint.
 
-    Embedded models are recognised by their exact tensor shapes; SD 1.x/2.x/XL by their
-    signature tensors (their configs come from the hub when it is reachable).
+    A checkpoint whose every tensor name and shape matches the export of a known diffusers
+    folder (the embedded models, the models folder's) takes that folder's configs, offline.
+    Otherwise SDXL is told from its second text encoder, and diffusers fetches the configs
+    of SD 1.x/2.x/XL from the hub when it is reachable.
     """
     with safe_open(str(path), framework="pt") as f:
-        keys = set(f.keys())
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in keys}
-    if any(k.startswith("conditioner.embedders.1") for k in keys):
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    for folder in known_folders:
+        try:
+            if ldm_shapes(folder) == shapes:
+                return StableDiffusionPipeline, str(folder)
+        except (OSError, KeyError, ValueError):
+            continue
+    if any(k.startswith("conditioner.embedders.1") for k in shapes):
         return StableDiffusionXLPipeline, None
-    for folder in sorted(embedded_models_dir().iterdir()):
-        if (folder / "model_index.json").exists() and _matches_folder(shapes, folder):
-            return StableDiffusionPipeline, str(folder)
     return StableDiffusionPipeline, None
 
 
-def _matches_folder(shapes: dict[str, tuple], folder: Path) -> bool:
-    from dreamloom.models.export import diffusers_to_ldm_shapes
+def load_pipeline(
+    entry: ModelEntry,
+    device: torch.device,
+    dtype: torch.dtype,
+    allow_pickle: bool = False,
+    known_folders: list[Path] = (),
+) -> DiffusionPipeline:
+    """Load ``entry`` onto ``device``; pickle (.ckpt/.bin/.pt) only with ``allow_pickle``.
 
-    try:
-        expected = diffusers_to_ldm_shapes(folder)
-    except (OSError, KeyError):
-        return False
-    return expected == {k: v for k, v in shapes.items() if k in expected} and len(expected) == len(shapes)
-
-
-def load_pipeline(entry: ModelEntry, device: torch.device, dtype: torch.dtype, allow_pickle: bool = False) -> DiffusionPipeline:
-    """Load ``entry`` onto ``device``; pickle (.ckpt/.bin/.pt) only with ``allow_pickle``."""
+    ``known_folders`` are diffusers folders whose configs a single-file checkpoint of the
+    same architecture may borrow (see ``single_file_architecture``)."""
     if entry.format == "pickle" and not allow_pickle:
         _refuse_pickle(entry)
     common = {"torch_dtype": dtype}
@@ -68,7 +72,10 @@ def load_pipeline(entry: ModelEntry, device: torch.device, dtype: torch.dtype, a
             entry.path, use_safetensors=has_safetensors, local_files_only=True, safety_checker=None, **common
         )
     elif entry.format in ("single-file", "pickle"):
-        cls, config = single_file_architecture(entry.path) if entry.format == "single-file" else (StableDiffusionPipeline, None)
+        if entry.format == "single-file":
+            cls, config = single_file_architecture(entry.path, list(known_folders))
+        else:
+            cls, config = StableDiffusionPipeline, None
         kwargs = {"config": config, "local_files_only": True} if config else {}
         pipeline = cls.from_single_file(str(entry.path), **kwargs, **common)
     else:

@@ -39,7 +39,8 @@ class ModelManager:
             if entry.location in self._loaded:
                 self._loaded.move_to_end(entry.location)
                 return self._loaded[entry.location]
-            pipeline = load_pipeline(entry, self.device, self.dtype, allow_pickle=self.settings.allow_pickle)
+            known = [e.path for e in self.registry.entries() if e.format == "diffusers"]
+            pipeline = load_pipeline(entry, self.device, self.dtype, self.settings.allow_pickle, known)
             loaded = LoadedModel(entry, pipeline, model_hash(entry))
             self._loaded[entry.location] = loaded
             while len(self._loaded) > self.capacity:
