@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -27,7 +28,7 @@ errors = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    errors.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -174,6 +175,7 @@ def eval_adherence(
 def train_tiny_sd(
     config: Annotated[Path, typer.Option(help="Recipe YAML.")] = Path("configs/tiny-sd.yaml"),
     overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
+    stage: Annotated[str, typer.Option(help="all, or one of: vae, unet, decoder, assemble (no training).")] = "all",
 ) -> None:
     """Train dreamloom-tiny-sd from scratch (resumes an interrupted run in the same output dir)."""
     from dreamloom.train.tiny_sd.config import load_config
@@ -181,4 +183,4 @@ def train_tiny_sd(
 
     if not config.exists():
         raise FileNotFoundError(f"no such config: {config}")
-    console.print(str(run_recipe(load_config(config, overrides or []))))
+    console.print(str(run_recipe(load_config(config, overrides or []), stage=stage)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -20,19 +21,17 @@ def with_model_options(model: type[BaseModel], skip: set[str]) -> Callable:
     The wrapped function receives the fields the user set, and its own parameters."""
 
     def decorate(fn: Callable) -> Callable:
-        own = list(inspect.signature(fn).parameters.values())[1:]
+        hints = typing.get_type_hints(fn, include_extras=True)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in list(inspect.signature(fn).parameters.values())[1:]]
         fields = {k: f for k, f in model.model_fields.items() if k not in skip}
         params = []
         for name, field in fields.items():
-            annotation = field.annotation
-            if annotation == (int | None):
-                annotation = int | None
             params.append(
                 inspect.Parameter(
                     name,
                     inspect.Parameter.KEYWORD_ONLY,
                     default=typer.Option(field.default, _option_name(name), help=field.description, show_default=field.default is not None),
-                    annotation=annotation,
+                    annotation=field.annotation,
                 )
             )
 

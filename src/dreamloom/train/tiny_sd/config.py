@@ -36,6 +36,8 @@ class VaeConfig(_Strict):
     batch_size: int = 32
     lr: float = 2e-3
     kl_weight: float = 1e-6
+    decoder_steps: int = Field(0, ge=0, description="Decoder-only fine-tuning steps after the UNet stage (0: none).")
+    decoder_lr: float = 5e-4
 
 
 class UnetConfig(_Strict):
@@ -58,6 +60,7 @@ class TinySdConfig(_Strict):
     seed: int = 0
     checkpoint_every: int = Field(500, description="Steps between resumable checkpoints.")
     eval_every: int = Field(1000, description="UNet steps between adherence measurements (and sample grids).")
+    eval_prompts: int = Field(100, gt=0, description="Held-out one-object prompts per measurement (half as many two-object).")
     data: DataConfig = DataConfig()
     text_encoder: TextEncoderConfig = TextEncoderConfig()
     vae: VaeConfig = VaeConfig()

@@ -23,7 +23,7 @@ from dreamloom.train.tiny_sd.config import TinySdConfig
 from dreamloom.train.tiny_sd.components import build_tokenizer
 from dreamloom.train.tiny_sd.data import ImageDataset, LatentCaptionDataset, rendered_shapeworld
 from dreamloom.train.tiny_sd.unet_stage import AdherenceCurve, UnetModule
-from dreamloom.train.tiny_sd.vae_stage import VaeModule, calibrate_scaling_factor, encode_images, reconstruct
+from dreamloom.train.tiny_sd.vae_stage import DecoderModule, VaeModule, calibrate_scaling_factor, encode_images, reconstruct
 
 
 def stage_trainer(cfg: TinySdConfig, stage: str, max_steps: int, callbacks: list | None = None) -> pl.Trainer:
@@ -78,6 +78,25 @@ def run_vae_stage(cfg: TinySdConfig) -> AutoencoderKL:
     return vae
 
 
+def run_decoder_stage(cfg: TinySdConfig, vae: AutoencoderKL) -> AutoencoderKL:
+    """Fine-tune (or resume, or load) the decoder on the frozen encoder; report readability."""
+    done = cfg.output_dir / "decoder" / "final"
+    if cfg.vae.decoder_steps == 0:
+        return vae
+    if (done / "config.json").exists():
+        return AutoencoderKL.from_pretrained(done)
+    images, _ = training_images(cfg)
+    module = DecoderModule(cfg, vae)
+    loader = DataLoader(ImageDataset(images), batch_size=cfg.vae.batch_size, shuffle=True, drop_last=True)
+    stage_trainer(cfg, "decoder", cfg.vae.decoder_steps).fit(module, loader, ckpt_path=last_checkpoint(cfg, "decoder"))
+    vae = module.vae.eval()
+    report = {"reconstruction_correct": reconstruction_adherence(vae)}
+    vae.save_pretrained(done)
+    (cfg.output_dir / "decoder" / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    return vae
+
+
 def training_latents(cfg: TinySdConfig, vae: AutoencoderKL, images: np.ndarray) -> torch.Tensor:
     """Scaled latent means of every training image, encoded once and cached."""
     path = cfg.output_dir / "unet" / "latents.pt"
@@ -89,8 +108,22 @@ def training_latents(cfg: TinySdConfig, vae: AutoencoderKL, images: np.ndarray) 
     return latents
 
 
-def run_unet_stage(cfg: TinySdConfig, vae: AutoencoderKL) -> StableDiffusionPipeline:
-    """Train (or resume) UNet + text encoder; return the EMA pipeline."""
+def pipeline_from_checkpoint(cfg: TinySdConfig, vae: AutoencoderKL, checkpoint: str | None = None) -> StableDiffusionPipeline:
+    """The EMA pipeline of a UNet-stage checkpoint (default: the last), without training."""
+    checkpoint = checkpoint or last_checkpoint(cfg, "unet")
+    if checkpoint is None:
+        raise FileNotFoundError(f"no UNet checkpoint under {cfg.output_dir / 'unet' / 'checkpoints'}")
+    tokenizer = build_tokenizer(cfg.text_encoder.max_length)
+    latent_size = cfg.data.resolution // 2 ** (len(cfg.vae.block_out_channels) - 1)
+    module = UnetModule(cfg, tokenizer, latent_size)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    module.on_load_checkpoint(state)
+    return module.ema_pipeline(vae, tokenizer)
+
+
+def run_unet_stage(cfg: TinySdConfig, vae: AutoencoderKL) -> None:
+    """Train (or resume) UNet + text encoder; a finished run resumes as a no-op."""
     tokenizer = build_tokenizer(cfg.text_encoder.max_length)
     images, captions = training_images(cfg)
     latents = training_latents(cfg, vae, images)
@@ -101,17 +134,31 @@ def run_unet_stage(cfg: TinySdConfig, vae: AutoencoderKL) -> StableDiffusionPipe
     loader = DataLoader(
         LatentCaptionDataset(latents, input_ids), batch_size=cfg.unet.batch_size, shuffle=True, drop_last=True
     )
-    curve = AdherenceCurve(vae, tokenizer, cfg.output_dir / "unet", cfg.eval_every, {1: 100, 2: 50})
+    curve = AdherenceCurve(vae, tokenizer, cfg.output_dir / "unet", cfg.eval_every, {1: cfg.eval_prompts, 2: max(1, cfg.eval_prompts // 2)})
     trainer = stage_trainer(cfg, "unet", cfg.unet.steps, callbacks=[curve])
     trainer.fit(module, loader, ckpt_path=last_checkpoint(cfg, "unet"))
-    return module.ema_pipeline(vae, tokenizer)
 
 
-def run_recipe(cfg: TinySdConfig) -> Path:
-    """Run every stage that is not finished yet; returns the final diffusers folder."""
+STAGES = ("all", "vae", "unet", "decoder", "assemble")
+
+
+def run_recipe(cfg: TinySdConfig, stage: str = "all") -> Path:
+    """Run every stage that is not finished yet (or only ``stage``); returns the output folder.
+
+    Stages: the VAE; the UNet with the text encoder on the VAE's latents; the decoder
+    fine-tuned on the same latents; "assemble" writes the pipeline of the last UNet
+    checkpoint and the best VAE without training anything."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)}")
     pl.seed_everything(cfg.seed, workers=True)
-    vae = run_vae_stage(cfg)
     final = cfg.output_dir / "pipeline"
-    if not (final / "model_index.json").exists():
-        run_unet_stage(cfg, vae).save_pretrained(final, safe_serialization=True)
-    return final
+    vae = run_vae_stage(cfg) if stage in ("all", "vae", "unet", "decoder") else None
+    if stage in ("all", "unet"):
+        run_unet_stage(cfg, vae)
+    if stage in ("all", "decoder"):
+        vae = run_decoder_stage(cfg, vae)
+    if stage in ("all", "assemble"):
+        tuned = cfg.output_dir / "decoder" / "final"
+        vae = AutoencoderKL.from_pretrained(tuned if tuned.exists() else cfg.output_dir / "vae" / "final")
+        pipeline_from_checkpoint(cfg, vae).save_pretrained(final, safe_serialization=True)
+    return final if stage in ("all", "assemble") else cfg.output_dir

@@ -1,0 +1,5 @@
+"""``python -m dreamloom`` runs the command line."""
+
+from dreamloom.cli.main import app
+
+app()
