@@ -15,6 +15,7 @@ from dreamloom.generate.infotext import save_with_infotext
 from dreamloom.generate.inpaint import inpaint
 from dreamloom.generate.progress import ProgressFn
 from dreamloom.generate.request import GenerationRequest, GenerationResult
+from dreamloom.generate.runner import RunOptions
 from dreamloom.generate.txt2img import txt2img
 from dreamloom.models.manager import ModelManager
 
@@ -43,7 +44,7 @@ class Engine:
         ``allow_paths`` lets ``request.model`` be a filesystem path (local CLI only)."""
         loaded = self.models.get(request.model, allow_paths=allow_paths)
         run = {"txt2img": txt2img, "img2img": img2img, "inpaint": inpaint}[mode_of(request)]
-        return run(loaded.pipeline, request, loaded.hash, progress, cancel, preview_every)
+        return run(loaded.pipeline, request, RunOptions(loaded.hash, progress, cancel, preview_every))
 
     def save(self, result: GenerationResult, folder: Path | None = None) -> list[Path]:
         """Write every image as PNG with its infotext; names never overwrite older files."""

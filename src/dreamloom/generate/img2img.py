@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-
 from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
 from PIL import Image
 
-from dreamloom.generate.progress import ProgressFn
 from dreamloom.generate.request import GenerationRequest, GenerationResult
-from dreamloom.generate.runner import per_request_pipeline, run_batches
+from dreamloom.generate.runner import RunOptions, per_request_pipeline, run_batches
 
 
 def prepare_init_image(request: GenerationRequest) -> tuple[Image.Image, int, int]:
@@ -27,10 +24,7 @@ def prepare_init_image(request: GenerationRequest) -> tuple[Image.Image, int, in
 def img2img(
     base: DiffusionPipeline,
     request: GenerationRequest,
-    model_hash: str | None = None,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-    preview_every: int = 0,
+    options: RunOptions = RunOptions(),
 ) -> GenerationResult:
     # 1. the init image at the output size
     image, width, height = prepare_init_image(request)
@@ -41,4 +35,4 @@ def img2img(
     def setup(pipe, seeds):
         return {"image": image, "strength": request.denoising_strength}, None
 
-    return run_batches(pipeline, request, width, height, setup, model_hash, progress, cancel, preview_every)
+    return run_batches(pipeline, request, width, height, setup, options)

@@ -10,8 +10,6 @@ blurred mask, so pixels outside it are the original's, bit for bit.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,9 +17,8 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, Dif
 from PIL import Image, ImageFilter
 
 from dreamloom.generate.img2img import prepare_init_image
-from dreamloom.generate.progress import ProgressFn
 from dreamloom.generate.request import GenerationRequest, GenerationResult
-from dreamloom.generate.runner import per_request_pipeline, run_batches
+from dreamloom.generate.runner import RunOptions, per_request_pipeline, run_batches
 from dreamloom.generate.seeds import generators
 
 
@@ -65,10 +62,7 @@ def _latent_blend(pipeline, image: Image.Image, binary: Image.Image, seeds: list
 def inpaint(
     base: DiffusionPipeline,
     request: GenerationRequest,
-    model_hash: str | None = None,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-    preview_every: int = 0,
+    options: RunOptions = RunOptions(),
 ) -> GenerationResult:
     # 1. init image and mask at the output size
     image, width, height = prepare_init_image(request)
@@ -88,6 +82,6 @@ def inpaint(
             return {"image": image, "strength": request.denoising_strength}, hook
 
     # 3. denoise, then paste over the original through the blurred mask
-    result = run_batches(pipeline, request, width, height, setup, model_hash, progress, cancel, preview_every)
+    result = run_batches(pipeline, request, width, height, setup, options)
     result.images = [Image.composite(generated.convert("RGB"), image, soft) for generated in result.images]
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from diffusers import DiffusionPipeline
 from PIL import Image
@@ -34,16 +35,23 @@ def per_request_pipeline(base: DiffusionPipeline, pipeline_class: type, request:
     return pipeline
 
 
+@dataclass
+class RunOptions:
+    """How a run reports and stops: injected by whoever calls the engine."""
+
+    model_hash: str | None = None
+    progress: ProgressFn | None = None
+    cancel: threading.Event | None = None
+    preview_every: int = 0
+
+
 def run_batches(
     pipeline: DiffusionPipeline,
     request: GenerationRequest,
     width: int,
     height: int,
     setup: BatchSetup,
-    model_hash: str | None = None,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-    preview_every: int = 0,
+    options: RunOptions,
 ) -> GenerationResult:
     seeds = image_seeds(resolve_seed(request.seed), request.batch_size * request.n_iter)
     embeddings = encode_prompt_pair(pipeline, request.prompt, request.negative_prompt, request.clip_skip)
@@ -58,8 +66,10 @@ def run_batches(
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             generator=generators(batch_seeds),
-            callback_on_step_end=step_callback(batch, request.n_iter, progress, cancel, preview_every, latent_hook),
+            callback_on_step_end=step_callback(
+                batch, request.n_iter, options.progress, options.cancel, options.preview_every, latent_hook
+            ),
         )
         images += output.images
-    infotexts = [format_infotext(request, seed, width, height, model_hash) for seed in seeds]
+    infotexts = [format_infotext(request, seed, width, height, options.model_hash) for seed in seeds]
     return GenerationResult(images=images, seeds=seeds, infotexts=infotexts, request=request)

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-
 from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
-from dreamloom.generate.progress import ProgressFn
 from dreamloom.generate.request import GenerationRequest, GenerationResult
-from dreamloom.generate.runner import native_size, per_request_pipeline, run_batches
+from dreamloom.generate.runner import RunOptions, native_size, per_request_pipeline, run_batches
 
 
 def txt2img(
     base: DiffusionPipeline,
     request: GenerationRequest,
-    model_hash: str | None = None,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-    preview_every: int = 0,
+    options: RunOptions = RunOptions(),
 ) -> GenerationResult:
     # 1. size: the request's, or the model's native resolution
     width = request.width or native_size(base)
@@ -29,4 +23,4 @@ def txt2img(
     def setup(pipe, seeds):
         return {"width": width, "height": height}, None
 
-    return run_batches(pipeline, request, width, height, setup, model_hash, progress, cancel, preview_every)
+    return run_batches(pipeline, request, width, height, setup, options)
