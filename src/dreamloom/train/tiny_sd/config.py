@@ -56,7 +56,7 @@ class UnetConfig(_Strict):
 
 
 class TinySdConfig(_Strict):
-    output_dir: Path = Path("runs/tiny-sd")
+    output_dir: Path = Path("training/tiny-sd")
     seed: int = 0
     checkpoint_every: int = Field(500, description="Steps between resumable checkpoints.")
     eval_every: int = Field(1000, description="UNet steps between adherence measurements (and sample grids).")
