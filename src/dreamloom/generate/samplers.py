@@ -32,9 +32,6 @@ class Sampler:
     name: str
     scheduler: type[SchedulerMixin]
     options: dict[str, Any] = field(default_factory=dict)
-    #: False where the scheduler draws its noise for the whole batch at once, so an
-    #: image depends on its batch (DPM++ SDE's Brownian tree).
-    per_image_seeds: bool = True
 
 
 _KARRAS = {"use_karras_sigmas": True}
@@ -54,8 +51,9 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("DPM2 a Karras", KDPM2AncestralDiscreteScheduler, _KARRAS),
         Sampler("DPM++ 2M", DPMSolverMultistepScheduler),
         Sampler("DPM++ 2M Karras", DPMSolverMultistepScheduler, _KARRAS),
-        Sampler("DPM++ SDE", DPMSolverSDEScheduler, per_image_seeds=False),
-        Sampler("DPM++ SDE Karras", DPMSolverSDEScheduler, _KARRAS, per_image_seeds=False),
+        # DPM++ SDE draws Brownian noise for the whole batch: its images depend on their batch
+        Sampler("DPM++ SDE", DPMSolverSDEScheduler),
+        Sampler("DPM++ SDE Karras", DPMSolverSDEScheduler, _KARRAS),
         Sampler("DPM++ 2M SDE", DPMSolverMultistepScheduler, _SDE),
         Sampler("DPM++ 2M SDE Karras", DPMSolverMultistepScheduler, {**_SDE, **_KARRAS}),
         Sampler("DDIM", DDIMScheduler),
