@@ -1,21 +1,22 @@
 """Load a registry entry as a diffusers pipeline, refusing pickle unless allowed.
 
-Single-file checkpoints in the original LDM layout are converted by diffusers'
-``from_single_file``; dreamloom points it at an architecture config it ships (found by
-reading tensor shapes) so that no hub lookup is needed for architectures it knows.
+Single-file checkpoints in the original LDM layout load offline through ``single_file``.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
-from safetensors import safe_open
+import transformers
+from diffusers import DiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
 
-from dreamloom.models.export import ldm_shapes
 from dreamloom.models.registry import ModelEntry
+from dreamloom.models.single_file import load_single_file
 
 
 class PickleRefused(ValueError):
@@ -29,25 +30,20 @@ def _refuse_pickle(entry: ModelEntry) -> None:
     )
 
 
-def single_file_architecture(path: Path, known_folders: list[Path]) -> tuple[type[DiffusionPipeline], str | None]:
-    """Pipeline class and a local config folder for an LDM-layout checkpoint.
-
-    A checkpoint whose every tensor name and shape matches the export of a known diffusers
-    folder (the embedded models, the models folder's) takes that folder's configs, offline.
-    Otherwise SDXL is told from its second text encoder, and diffusers fetches the configs
-    of SD 1.x/2.x/XL from the hub when it is reachable.
-    """
-    with safe_open(str(path), framework="pt") as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    for folder in known_folders:
-        try:
-            if ldm_shapes(folder) == shapes:
-                return StableDiffusionPipeline, str(folder)
-        except (OSError, KeyError, ValueError):
-            continue
-    if any(k.startswith("conditioner.embedders.1") for k in shapes):
-        return StableDiffusionXLPipeline, None
-    return StableDiffusionPipeline, None
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Silence diffusers' and transformers' per-component loading bars for one load: a
+    front end shows its own progress, and a server log should not fill with bars."""
+    was = diffusers_logging.is_progress_bar_enabled(), transformers.utils.logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            diffusers_logging.enable_progress_bar()
+        if was[1]:
+            transformers.utils.logging.enable_progress_bar()
 
 
 def load_pipeline(
@@ -56,35 +52,42 @@ def load_pipeline(
     dtype: torch.dtype,
     allow_pickle: bool = False,
     known_folders: list[Path] = (),
+    tokenizers_dir: Path | None = None,
 ) -> DiffusionPipeline:
     """Load ``entry`` onto ``device``; pickle (.ckpt/.bin/.pt) only with ``allow_pickle``.
 
-    ``known_folders`` are diffusers folders whose configs a single-file checkpoint of the
-    same architecture may borrow (see ``single_file_architecture``)."""
+    ``known_folders`` are diffusers folders whose configs a single-file checkpoint with the
+    same tensors may borrow; ``tokenizers_dir`` holds CLIP tokenizers for real checkpoints
+    (see ``single_file.load_single_file``)."""
     if entry.format == "pickle" and not allow_pickle:
         _refuse_pickle(entry)
-    common = {"torch_dtype": dtype}
+    with quiet_loading():
+        pipeline = _load(entry, dtype, allow_pickle, list(known_folders), tokenizers_dir)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device)
+
+
+def _load(
+    entry: ModelEntry, dtype: torch.dtype, allow_pickle: bool, known_folders: list[Path], tokenizers_dir: Path | None
+) -> DiffusionPipeline:
+    common = {"dtype": dtype}
     if entry.format == "diffusers":
         has_safetensors = any(entry.path.glob("*/*.safetensors"))
         if not has_safetensors and not allow_pickle:
             _refuse_pickle(entry)
-        pipeline = DiffusionPipeline.from_pretrained(
+        return DiffusionPipeline.from_pretrained(
             entry.path, use_safetensors=has_safetensors, local_files_only=True, safety_checker=None, **common
         )
-    elif entry.format in ("single-file", "pickle"):
-        if entry.format == "single-file":
-            cls, config = single_file_architecture(entry.path, list(known_folders))
-        else:
-            cls, config = StableDiffusionPipeline, None
-        kwargs = {"config": config, "local_files_only": True} if config else {}
-        pipeline = cls.from_single_file(str(entry.path), **kwargs, **common)
-    else:
-        try:
-            pipeline = DiffusionPipeline.from_pretrained(entry.location, use_safetensors=not allow_pickle, **common)
-        except OSError as error:
-            raise ValueError(f"could not load {entry.location!r} from the model hub: {error}") from None
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline.to(device)
+    if entry.format in ("single-file", "pickle"):
+        return load_single_file(entry.path, dtype, known_folders, tokenizers_dir)
+    try:  # the Hugging Face cache first: an unreachable hub costs minutes of retries
+        return DiffusionPipeline.from_pretrained(entry.location, use_safetensors=not allow_pickle, local_files_only=True, **common)
+    except OSError:
+        pass
+    try:
+        return DiffusionPipeline.from_pretrained(entry.location, use_safetensors=not allow_pickle, **common)
+    except OSError as error:
+        raise ValueError(f"could not load {entry.location!r} from the model hub: {error}") from None
 
 
 def model_hash(entry: ModelEntry) -> str:

@@ -40,7 +40,8 @@ class ModelManager:
                 self._loaded.move_to_end(entry.location)
                 return self._loaded[entry.location]
             known = [e.path for e in self.registry.entries() if e.format == "diffusers"]
-            pipeline = load_pipeline(entry, self.device, self.dtype, self.settings.allow_pickle, known)
+            tokenizers = self.registry.models_dir / "tokenizers" if self.registry.models_dir else None
+            pipeline = load_pipeline(entry, self.device, self.dtype, self.settings.allow_pickle, known, tokenizers)
             loaded = LoadedModel(entry, pipeline, model_hash(entry))
             self._loaded[entry.location] = loaded
             while len(self._loaded) > self.capacity:
