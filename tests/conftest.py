@@ -16,7 +16,7 @@ from dreamloom.train.tiny_sd.config import TinySdConfig
 TINY = {
     "text_encoder": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
     "vae": {"block_out_channels": [8, 8, 16, 16], "latent_channels": 4, "norm_num_groups": 4},
-    "unet": {"block_out_channels": [32, 32], "attention_head_dim": 8, "layers_per_block": 1},
+    "unet": {"block_out_channels": [32, 32], "cross_attention": [True, False], "attention_head_dim": 8, "layers_per_block": 1},
 }
 
 

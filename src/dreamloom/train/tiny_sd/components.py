@@ -81,13 +81,13 @@ def build_vae(cfg: TinySdConfig) -> AutoencoderKL:
 
 
 def build_unet(cfg: TinySdConfig, latent_size: int) -> UNet2DConditionModel:
-    levels = len(cfg.unet.block_out_channels)
+    attends = cfg.unet.cross_attention
     return UNet2DConditionModel(
         sample_size=latent_size,
         in_channels=cfg.vae.latent_channels,
         out_channels=cfg.vae.latent_channels,
-        down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attends),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attends)),
         block_out_channels=tuple(cfg.unet.block_out_channels),
         layers_per_block=cfg.unet.layers_per_block,
         cross_attention_dim=cfg.text_encoder.hidden_size,

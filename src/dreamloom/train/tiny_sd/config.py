@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -42,6 +42,11 @@ class VaeConfig(_Strict):
 
 class UnetConfig(_Strict):
     block_out_channels: list[int] = [64, 128, 128]
+    cross_attention: list[bool] = Field(
+        [True, True, False],
+        description="Per level (highest resolution first): whether its blocks attend to the text. "
+        "Attention at the highest resolution costs the most and is often left out, as SDXL does.",
+    )
     layers_per_block: int = 1
     attention_head_dim: int = 8
     steps: int = 10_000
@@ -53,6 +58,15 @@ class UnetConfig(_Strict):
     caption_dropout: float = Field(0.1, ge=0, le=1, description="Share of empty captions, for classifier-free guidance.")
     min_snr_gamma: float | None = Field(5.0, description="Min-SNR loss weighting (Hang et al. 2023); None disables.")
     prediction_type: str = "v_prediction"
+
+    @model_validator(mode="after")
+    def _one_flag_per_level(self) -> "UnetConfig":
+        if len(self.cross_attention) != len(self.block_out_channels):
+            raise ValueError(
+                f"unet.cross_attention has {len(self.cross_attention)} flags for "
+                f"{len(self.block_out_channels)} levels of unet.block_out_channels"
+            )
+        return self
 
 
 class TinySdConfig(_Strict):

@@ -17,13 +17,18 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from dreamloom.eval.prompts import held_out_scenes
-from dreamloom.shapeworld import render_array, score_image
 from dreamloom.train.tiny_sd.config import TinySdConfig
 from dreamloom.train.tiny_sd.components import build_tokenizer
 from dreamloom.train.tiny_sd.data import ImageDataset, LatentCaptionDataset, rendered_shapeworld
 from dreamloom.train.tiny_sd.unet_stage import AdherenceCurve, UnetModule
-from dreamloom.train.tiny_sd.vae_stage import DecoderModule, VaeModule, calibrate_scaling_factor, encode_images, reconstruct
+from dreamloom.train.tiny_sd.vae_stage import (
+    DecoderModule,
+    ReconstructionCurve,
+    VaeModule,
+    calibrate_scaling_factor,
+    encode_images,
+    reconstruction_adherence,
+)
 
 
 def stage_trainer(cfg: TinySdConfig, stage: str, max_steps: int, callbacks: list | None = None) -> pl.Trainer:
@@ -50,16 +55,6 @@ def training_images(cfg: TinySdConfig) -> tuple[np.ndarray, list[str]]:
     return rendered_shapeworld(cfg.output_dir / "data", cfg.data.train_scenes, cfg.data.seed, cfg.data.resolution)
 
 
-def reconstruction_adherence(vae: AutoencoderKL, count: int = 300) -> dict[str, float]:
-    """Share of held-out scenes the scorer still reads right after a VAE round trip."""
-    report = {}
-    for n_objects in (1, 2, 3):
-        scenes = held_out_scenes(count, n_objects)
-        rebuilt = reconstruct(vae, np.stack([render_array(s) for s in scenes]))
-        report[f"{n_objects}-object"] = float(np.mean([score_image(img, s.caption()).correct for img, s in zip(rebuilt, scenes)]))
-    return report
-
-
 def run_vae_stage(cfg: TinySdConfig) -> AutoencoderKL:
     """Train (or resume, or load the finished) VAE; record how readable its reconstructions are."""
     done = cfg.output_dir / "vae" / "final"
@@ -68,7 +63,9 @@ def run_vae_stage(cfg: TinySdConfig) -> AutoencoderKL:
     images, _ = training_images(cfg)
     module = VaeModule(cfg)
     loader = DataLoader(ImageDataset(images), batch_size=cfg.vae.batch_size, shuffle=True, drop_last=True)
-    stage_trainer(cfg, "vae", cfg.vae.steps).fit(module, loader, ckpt_path=last_checkpoint(cfg, "vae"))
+    curve = ReconstructionCurve(cfg.output_dir / "vae" / "reconstruction_curve.jsonl", cfg.checkpoint_every)
+    trainer = stage_trainer(cfg, "vae", cfg.vae.steps, callbacks=[curve])
+    trainer.fit(module, loader, ckpt_path=last_checkpoint(cfg, "vae"))
     vae = module.vae.eval()
     factor = calibrate_scaling_factor(vae, images[:2048])
     report = {"scaling_factor": factor, "reconstruction_correct": reconstruction_adherence(vae)}

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
+from dreamloom.eval.prompts import held_out_scenes
+from dreamloom.shapeworld import render_array, score_image
 from dreamloom.train.tiny_sd.components import build_vae
 from dreamloom.train.tiny_sd.config import TinySdConfig
 from dreamloom.train.tiny_sd.data import to_model_range
@@ -52,6 +57,38 @@ def reconstruct(vae: AutoencoderKL, images: np.ndarray) -> np.ndarray:
     """Encode (mean) and decode uint8 images: what the UNet's world looks like after the VAE."""
     decoded = vae.decode(encode_images(vae, images)).sample
     return ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def reconstruction_adherence(vae: AutoencoderKL, count: int = 300) -> dict[str, float]:
+    """Share of held-out scenes the scorer still reads right after a VAE round trip.
+
+    This is the ceiling of the whole pipeline's adherence: the UNet can only draw what
+    the decoder can draw."""
+    report = {}
+    for n_objects in (1, 2, 3):
+        scenes = held_out_scenes(count, n_objects)
+        rebuilt = reconstruct(vae, np.stack([render_array(s) for s in scenes]))
+        report[f"{n_objects}-object"] = float(np.mean([score_image(img, s.caption()).correct for img, s in zip(rebuilt, scenes)]))
+    return report
+
+
+class ReconstructionCurve(pl.Callback):
+    """Every ``every`` steps, append the reconstruction adherence (100 scenes a group) to ``path``."""
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every = path, every
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: VaeModule, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every != 0 and step != trainer.max_steps:
+            return
+        report = reconstruction_adherence(module.vae, count=100)
+        module.vae.train()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **report}) + "\n")
+        for group, value in report.items():
+            module.log(f"reconstruction/{group}", value)
 
 
 def calibrate_scaling_factor(vae: AutoencoderKL, images: np.ndarray) -> float:
