@@ -123,3 +123,24 @@ def test_saved_png_carries_infotext(engine, tmp_path):
     assert back.seed == 11 and back.prompt == "a red circle" and back.model == "random-sd"
     again = engine.generate(back.model_copy(update={"batch_size": 1}))
     assert np.abs(_pixels(again.images[0]) - _pixels(Image.open(paths[1]).convert("RGB"))).max() <= 2
+
+
+def test_inpainting_unet_runs_the_inpainting_pipeline_and_keeps_the_outside(engine, models_dir):
+    from diffusers import UNet2DConditionModel
+
+    from conftest import random_pipeline
+
+    pipeline = random_pipeline(seed=1)
+    pipeline.unet = UNet2DConditionModel.from_config({**pipeline.unet.config, "in_channels": 9})
+    pipeline.save_pretrained(models_dir / "random-inpaint", safe_serialization=True)
+    rng = np.random.default_rng(1)
+    init = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (8, 8, 40, 40))
+    request = _request(model="random-inpaint", init_image=init, mask=mask, mask_blur=0, denoising_strength=1.0)
+    first, again = engine.generate(request).images[0], engine.generate(request).images[0]
+    keep = np.ones((64, 64), bool)
+    keep[8:40, 8:40] = False
+    assert np.array_equal(_pixels(first)[keep], _pixels(init)[keep])
+    assert np.abs(_pixels(first)[12:36, 12:36] - _pixels(init)[12:36, 12:36]).mean() > 5
+    assert np.array_equal(_pixels(first), _pixels(again))  # seeded: the same request redraws the same image
