@@ -36,6 +36,7 @@ class VaeConfig(_Strict):
     batch_size: int = 32
     lr: float = 2e-3
     kl_weight: float = 1e-6
+    edge_weight: float = Field(4.0, ge=0, description="Extra loss weight of pixels at colour edges (0: plain L1 + MSE).")
     decoder_steps: int = Field(0, ge=0, description="Decoder-only fine-tuning steps after the UNet stage (0: none).")
     decoder_lr: float = 5e-4
 
