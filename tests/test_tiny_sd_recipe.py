@@ -40,6 +40,8 @@ def test_recipe_trains_resumes_and_writes_a_diffusers_pipeline(tmp_path):
     assert (tmp_path / "vae" / "report.json").exists()
     curve = [json.loads(line) for line in (tmp_path / "unet" / "adherence_curve.jsonl").read_text().splitlines()]
     assert curve[-1]["step"] == 2 and 0 <= curve[-1]["1-object"]["correct"] <= 1
+    for chart in ("unet/adherence_curve.png", "unet/loss.png", "vae/loss.png", "vae/reconstruction_curve.png"):
+        assert (tmp_path / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", chart
     pipeline = StableDiffusionPipeline.from_pretrained(folder)
     image = pipeline("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (64, 64)

@@ -17,6 +17,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from dreamloom.train.curves import LossCurve
 from dreamloom.train.tiny_sd.config import TinySdConfig
 from dreamloom.train.tiny_sd.components import build_tokenizer
 from dreamloom.train.tiny_sd.data import ImageDataset, LatentCaptionDataset, rendered_shapeworld
@@ -32,14 +33,16 @@ from dreamloom.train.tiny_sd.vae_stage import (
 
 
 def stage_trainer(cfg: TinySdConfig, stage: str, max_steps: int, callbacks: list | None = None) -> pl.Trainer:
-    """A CPU/GPU-agnostic Lightning trainer that checkpoints ``stage`` every few hundred steps."""
+    """A CPU/GPU-agnostic Lightning trainer that checkpoints ``stage`` every few hundred steps
+    and keeps its loss curve (``<stage>/loss.jsonl`` and ``loss.png``)."""
     checkpoints = ModelCheckpoint(
         dirpath=cfg.output_dir / stage / "checkpoints", every_n_train_steps=cfg.checkpoint_every, save_last=True
     )
+    loss = LossCurve(cfg.output_dir / stage / "loss.jsonl", f"{stage}/loss")
     return pl.Trainer(
         max_steps=max_steps,
         logger=TensorBoardLogger(cfg.output_dir / "logs", name=stage),
-        callbacks=[checkpoints, *(callbacks or [])],
+        callbacks=[checkpoints, loss, *(callbacks or [])],
         log_every_n_steps=25,
         enable_model_summary=False,
         num_sanity_val_steps=0,

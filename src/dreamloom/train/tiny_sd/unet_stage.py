@@ -8,7 +8,6 @@ which is what gets shipped.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -20,6 +19,7 @@ from transformers import CLIPTokenizer
 
 from dreamloom.eval.adherence import measure_adherence
 from dreamloom.images import make_grid
+from dreamloom.train.curves import append_and_plot
 from dreamloom.train.schedules import warmup_cosine
 from dreamloom.train.tiny_sd.components import build_noise_scheduler, build_text_encoder, build_unet
 from dreamloom.train.tiny_sd.config import TinySdConfig
@@ -138,7 +138,7 @@ class AdherenceCurve(pl.Callback):
         report = measure_adherence(recording, self.counts)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         make_grid(first_batch, columns=8).save(self.out_dir / f"samples-{step:06d}.png")
-        with open(self.out_dir / "adherence_curve.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **report}) + "\n")
+        append_and_plot(self.out_dir / "adherence_curve.jsonl", {"step": step, **report},
+                        "held-out prompts drawn fully right (EMA weights)", "share correct")
         for group, values in report.items():
             module.log(f"adherence/{group}", values["correct"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from dreamloom.shapeworld import render_array, score_image
 from dreamloom.train.tiny_sd.components import build_vae
 from dreamloom.train.tiny_sd.config import TinySdConfig
 from dreamloom.train.tiny_sd.data import to_model_range
+from dreamloom.train.curves import append_and_plot
 from dreamloom.train.schedules import warmup_cosine
 
 
@@ -89,7 +89,8 @@ def reconstruction_adherence(vae: AutoencoderKL, count: int = 300) -> dict[str, 
 
 
 class ReconstructionCurve(pl.Callback):
-    """Every ``every`` steps, append the reconstruction adherence (100 scenes a group) to ``path``."""
+    """Every ``every`` steps, append the reconstruction adherence (100 scenes a group) to ``path``
+    (JSON lines) and redraw its chart beside it."""
 
     def __init__(self, path: Path, every: int):
         self.path, self.every = path, every
@@ -100,9 +101,7 @@ class ReconstructionCurve(pl.Callback):
             return
         report = reconstruction_adherence(module.vae, count=100)
         module.vae.train()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **report}) + "\n")
+        append_and_plot(self.path, {"step": step, **report}, "scenes read right after a VAE round trip", "share")
         for group, value in report.items():
             module.log(f"reconstruction/{group}", value)
 

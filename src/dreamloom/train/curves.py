@@ -1,0 +1,51 @@
+"""Training curves kept as JSON lines beside the checkpoints and redrawn as PNG charts.
+
+A JSON-lines file survives an interrupted run, so a resumed run's chart shows the whole
+history; the PNG is what a person opens.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from dreamloom.plots import plot_curves
+
+
+def append_and_plot(path: Path, record: dict, title: str, ylabel: str, log_y: bool = False) -> list[dict]:
+    """Append ``record`` (a ``step`` and numbers, one level of nesting allowed) to the JSON-lines
+    file ``path`` and redraw ``path`` with suffix ``.png`` from every record in it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for row in records:
+        for key, value in row.items():
+            if isinstance(value, dict):  # e.g. {"1-object": {"correct": 0.6, ...}}: plot "correct"
+                value = value.get("correct")
+            if key != "step" and isinstance(value, (int, float)):
+                curves.setdefault(key, []).append((row["step"], float(value)))
+    plot_curves(curves, path.with_suffix(".png"), title, ylabel, log_y)
+    return records
+
+
+class LossCurve(pl.Callback):
+    """Every ``every`` steps, record the mean of the logged ``metric`` since the last record."""
+
+    def __init__(self, path: Path, metric: str, every: int = 50):
+        self.path, self.metric, self.every = Path(path), metric, every
+        self._values: list[float] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        value = trainer.callback_metrics.get(self.metric)
+        if value is not None:
+            self._values.append(float(value))
+        step = trainer.global_step
+        if self._values and (step % self.every == 0 or step == trainer.max_steps):
+            mean = sum(self._values) / len(self._values)
+            self._values.clear()
+            append_and_plot(self.path, {"step": step, "loss": mean}, f"{self.metric} (mean of {self.every} steps)",
+                            "loss", log_y=True)
