@@ -157,7 +157,11 @@ def eval_adherence(
 
     engine = Engine(Settings.from_env())
     counts = {int(g): prompts for g in groups.split(",")}
-    report = measure_adherence(engine_generate_fn(engine, model, sampler, steps, cfg_scale), counts)
+    generate_fn = engine_generate_fn(engine, model, sampler, steps, cfg_scale)
+    with Progress(TextColumn("scoring held-out prompts"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), console=errors, transient=True) as bar:
+        task = bar.add_task("", total=sum(counts.values()))
+        report = measure_adherence(generate_fn, counts, batch_size=10, progress=lambda done, _: bar.update(task, completed=done))
     table = Table("group", "prompts", "correct", "score", "colour", "shape", "size", "background", "relation", "count")
     for group, row in report.items():
         attrs = row["attributes"]
