@@ -2,7 +2,8 @@
 
 Same model (the embedded dreamloom-tiny-sd), sampler (DPM++ 2M Karras), steps, seeds,
 size and guidance; batch 1 and batch 8. Each variant runs in its own process so peak
-memory (max RSS) is its own. Also reports the floor: UNet FLOPs per image divided by
+memory (max RSS) is its own, twice, in the order A B B A; its time is the mean of the two
+medians. Also reports the floor: UNet FLOPs per image divided by
 this machine's measured matmul FLOP/s.
 
     python bench/generate.py            # writes bench/results/generate.json
@@ -114,14 +115,19 @@ def main() -> None:
     rows, tmp = [], args.out.parent
     tmp.mkdir(parents=True, exist_ok=True)
     for batch in (1, 8):
-        outputs = {}
-        for name in ("diffusers", "dreamloom"):
+        outputs, runs = {}, {"diffusers": [], "dreamloom": []}
+        # A B B A: neither variant always runs first on a machine whose speed drifts
+        for name in ("diffusers", "dreamloom", "dreamloom", "diffusers"):
             npy = tmp / f"{name}-{batch}.npy"
             result = subprocess.run([sys.executable, __file__, "--variant", name, "--batch", str(batch), "--npy", str(npy)],
                                     check=True, capture_output=True, text=True)
-            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+            runs[name].append(json.loads(result.stdout.strip().splitlines()[-1]))
             outputs[name] = np.load(npy).astype(np.int16)
             npy.unlink()
+        for name in ("diffusers", "dreamloom"):
+            median = statistics.mean(r["median_s"] for r in runs[name])
+            rows.append({**runs[name][0], "median_s": median, "images_per_s": batch / median,
+                         "peak_rss_mib": max(r["peak_rss_mib"] for r in runs[name])})
         diff = int(np.abs(outputs["diffusers"] - outputs["dreamloom"]).max())
         ours, theirs = rows[-1], rows[-2]
         ours["max_pixel_diff_vs_diffusers"] = diff
