@@ -167,7 +167,7 @@ def eval_adherence(
         attrs = row["attributes"]
         cells = [f"{attrs[a]:.1%}" if a in attrs else "-" for a in ("colour", "shape", "size", "background", "relation", "count")]
         table.add_row(group, str(row["prompts"]), f"{row['correct']:.1%}", f"{row['score']:.3f}", *cells)
-    console.print(table)
+    Console(width=max(console.width, 110)).print(table)  # whole column names, also when piped
     text = json.dumps({"model": model, "sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, **report}, indent=2)
     console.print(text, highlight=False)
     if json_out:
