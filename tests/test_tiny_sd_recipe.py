@@ -49,3 +49,18 @@ def test_recipe_trains_resumes_and_writes_a_diffusers_pipeline(tmp_path):
     cfg = load_config(None, [*overrides, "unet.steps=3"])
     run_recipe(cfg)
     assert json.loads((tmp_path / "unet" / "adherence_curve.jsonl").read_text().splitlines()[-1])["step"] == 3
+
+
+def test_edge_weighted_loss_counts_errors_at_edges_more():
+    from dreamloom.train.tiny_sd.vae_stage import edge_mask, reconstruction_loss
+
+    image = torch.full((1, 3, 16, 16), -1.0)
+    image[..., 4:12, 4:12] = 1.0  # a white square on black
+    edges = edge_mask(image)[0, 0]
+    assert edges[0, 0] == 0 and edges[8, 8] == 0  # flat background, flat interior
+    assert edges[4, 8] == 1 and edges[3, 8] == 1 and edges[2, 8] == 0  # the border, both sides
+    at_edge, inside = image.clone(), image.clone()
+    at_edge[..., 4, 8] -= 0.5
+    inside[..., 8, 8] -= 0.5
+    assert reconstruction_loss(at_edge, image, 4.0) > 4 * reconstruction_loss(inside, image, 4.0)
+    assert torch.isclose(reconstruction_loss(at_edge, image, 0.0), reconstruction_loss(inside, image, 0.0))
