@@ -10,18 +10,18 @@ models, the models folder's), else from the architecture table dreamloom ships
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import diffusers
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
+from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 from huggingface_hub import try_to_load_from_cache
 from safetensors import safe_open
 from transformers import CLIPTokenizer
 
-from dreamloom.models.architectures import TOKENIZERS, check_matches, write_config_folder
+from dreamloom.models.architectures import ARCHITECTURES, TOKENIZERS, check_matches, write_config_folder
 from dreamloom.models.export import ldm_shapes
 
 
@@ -43,8 +43,6 @@ def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 def model_type(shapes: dict[str, tuple[int, ...]]) -> str:
     """diffusers' name for the architecture ("v1", "v2", "xl_base", ...), told by diffusers'
     own ``infer_diffusers_model_type`` from names and shapes (meta tensors: nothing allocated)."""
-    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
-
     return infer_diffusers_model_type({k: torch.empty(s, device="meta") for k, s in shapes.items()})
 
 
@@ -98,9 +96,9 @@ def load_single_file(
         component: find_tokenizer(repository, settings, tokenizers_dir)
         for component, (repository, settings) in TOKENIZERS.get(kind, {}).items()
     }
+    pipeline_class = getattr(diffusers, ARCHITECTURES[kind]["model_index.json"]["_class_name"])
     with tempfile.TemporaryDirectory(prefix="dreamloom-config-") as tmp:
         config = write_config_folder(kind, Path(tmp))
-        pipeline_class = getattr(diffusers, json.loads((config / "model_index.json").read_text())["_class_name"])
         return pipeline_class.from_single_file(
             str(path), config=str(config), local_files_only=True, dtype=dtype, **tokenizers
         )

@@ -14,7 +14,12 @@ import pytorch_lightning as pl
 from dreamloom.plots import plot_curves
 
 
-def append_and_plot(path: Path, record: dict, title: str, ylabel: str, log_y: bool = False) -> list[dict]:
+def measurement_due(trainer: pl.Trainer, every: int) -> bool:
+    """True at every ``every``-th optimizer step and at the last one, when a curve gets a point."""
+    return trainer.global_step % every == 0 or trainer.global_step == trainer.max_steps
+
+
+def append_and_plot(path: Path, record: dict, title: str, ylabel: str, log_y: bool = False) -> None:
     """Append ``record`` (a ``step`` and numbers, one level of nesting allowed) to the JSON-lines
     file ``path`` and redraw ``path`` with suffix ``.png`` from every record in it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,7 +34,6 @@ def append_and_plot(path: Path, record: dict, title: str, ylabel: str, log_y: bo
             if key != "step" and isinstance(value, (int, float)):
                 curves.setdefault(key, []).append((row["step"], float(value)))
     plot_curves(curves, path.with_suffix(".png"), title, ylabel, log_y)
-    return records
 
 
 class LossCurve(pl.Callback):
@@ -43,9 +47,8 @@ class LossCurve(pl.Callback):
         value = trainer.callback_metrics.get(self.metric)
         if value is not None:
             self._values.append(float(value))
-        step = trainer.global_step
-        if self._values and (step % self.every == 0 or step == trainer.max_steps):
+        if self._values and measurement_due(trainer, self.every):
             mean = sum(self._values) / len(self._values)
             self._values.clear()
-            append_and_plot(self.path, {"step": step, "loss": mean}, f"{self.metric} (mean of {self.every} steps)",
+            append_and_plot(self.path, {"step": trainer.global_step, "loss": mean}, f"{self.metric} (mean of {self.every} steps)",
                             "loss", log_y=True)

@@ -19,7 +19,7 @@ from transformers import CLIPTokenizer
 
 from dreamloom.eval.adherence import measure_adherence
 from dreamloom.images import make_grid
-from dreamloom.train.curves import append_and_plot
+from dreamloom.train.curves import append_and_plot, measurement_due
 from dreamloom.train.schedules import warmup_cosine
 from dreamloom.train.tiny_sd.components import build_noise_scheduler, build_text_encoder, build_unet
 from dreamloom.train.tiny_sd.config import TinySdConfig
@@ -122,7 +122,7 @@ class AdherenceCurve(pl.Callback):
     @torch.no_grad()
     def on_train_batch_end(self, trainer, module: UnetModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step % self.every != 0 and step != trainer.max_steps:
+        if not measurement_due(trainer, self.every):
             return
         pipeline = module.ema_pipeline(self.vae, self.tokenizer)
         pipeline.set_progress_bar_config(disable=True)

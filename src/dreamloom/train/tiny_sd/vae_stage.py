@@ -15,7 +15,7 @@ from dreamloom.shapeworld import render_array, score_image
 from dreamloom.train.tiny_sd.components import build_vae
 from dreamloom.train.tiny_sd.config import TinySdConfig
 from dreamloom.train.tiny_sd.data import to_model_range
-from dreamloom.train.curves import append_and_plot
+from dreamloom.train.curves import append_and_plot, measurement_due
 from dreamloom.train.schedules import warmup_cosine
 
 
@@ -97,7 +97,7 @@ class ReconstructionCurve(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: VaeModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step % self.every != 0 and step != trainer.max_steps:
+        if not measurement_due(trainer, self.every):
             return
         report = reconstruction_adherence(module.vae, count=100)
         module.vae.train()
