@@ -188,3 +188,17 @@ def train_tiny_sd(
     if not config.exists():
         raise FileNotFoundError(f"no such config: {config}")
     console.print(str(run_recipe(load_config(config, overrides or []), stage=stage)))
+
+
+@train_app.command("tiny-clip")
+@friendly_errors
+def train_tiny_clip(
+    config: Annotated[Path, typer.Option(help="Recipe YAML.")] = Path("configs/tiny-clip.yaml"),
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
+) -> None:
+    """Train dreamloom-tiny-clip from scratch (resumes an interrupted run in the same output dir)."""
+    from dreamloom.train.tiny_clip import load_config, run_recipe
+
+    if not config.exists():
+        raise FileNotFoundError(f"no such config: {config}")
+    console.print(str(run_recipe(load_config(config, overrides or []))))
