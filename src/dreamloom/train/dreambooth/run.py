@@ -33,7 +33,7 @@ from dreamloom.train.dreambooth.callbacks import AtomicCheckpointIO, StepProgres
 from dreamloom.train.dreambooth.class_images import ensure_class_images
 from dreamloom.train.dreambooth.config import DreamBoothConfig
 from dreamloom.train.dreambooth.data import BatchRecipe, DreamBoothBatches, Example, find_examples
-from dreamloom.train.dreambooth.module import DreamBoothModule
+from dreamloom.train.dreambooth.module import DreamBoothModule, eight_bit_adamw
 
 # The frozen VAE (and text encoder) are in eval mode on purpose.
 warnings.filterwarnings("ignore", r".*module\(s\) in eval mode at the start of training.*")
@@ -46,11 +46,13 @@ class DreamBoothResult:
 
     outputs: dict[str, Path] = field(default_factory=dict)
     steps: int = 0
+    processes: int = 1
     minutes: float = 0.0
     peak_rss_mb: float = 0.0
 
     def to_dict(self) -> dict:
         return {"outputs": {k: str(v) for k, v in self.outputs.items()}, "steps": self.steps,
+                "processes": self.processes,
                 "minutes": round(self.minutes, 3), "peak_rss_mb": round(self.peak_rss_mb, 1)}
 
 
@@ -137,7 +139,7 @@ def make_logger(cfg: DreamBoothConfig) -> Logger | bool:
     return False
 
 
-def make_trainer(cfg: DreamBoothConfig) -> pl.Trainer:
+def make_trainer(cfg: DreamBoothConfig, logger: Logger | bool) -> pl.Trainer:
     checkpointing = ModelCheckpoint(
         dirpath=cfg.output_dir / "checkpoints", filename="{step:06d}", every_n_train_steps=cfg.checkpointing_steps,
         save_top_k=cfg.checkpoints_total_limit, monitor="step", mode="max",
@@ -152,7 +154,7 @@ def make_trainer(cfg: DreamBoothConfig) -> pl.Trainer:
         max_steps=cfg.max_steps, max_epochs=-1, accelerator=cfg.accelerator, devices=cfg.devices,
         strategy=cfg.strategy, num_nodes=cfg.num_nodes, precision=cfg.mixed_precision,
         accumulate_grad_batches=cfg.gradient_accumulation_steps, gradient_clip_val=cfg.max_grad_norm,
-        logger=make_logger(cfg), callbacks=callbacks, plugins=[AtomicCheckpointIO()], log_every_n_steps=cfg.loss_every,
+        logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], log_every_n_steps=cfg.loss_every,
         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
     )
 
@@ -186,6 +188,9 @@ def run_dreambooth(
     started = time.perf_counter()
     instances = find_examples(cfg.instance_data_dir, cfg.instance_prompt)
     checkpoint = resume_point(cfg, resume)
+    if cfg.use_8bit_adam:
+        eight_bit_adamw()  # fails now, not after the class images
+    logger = make_logger(cfg)
     base = load_base(cfg)
     resolution = cfg.resolution or native_resolution(base)
     if resolution % base.vae_scale_factor:
@@ -197,12 +202,12 @@ def run_dreambooth(
         classes = find_examples(cfg.class_dir, cfg.class_prompt)[: cfg.num_class_images]
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = DreamBoothTraining(cfg, base, instances, classes, resolution)
-    trainer = make_trainer(cfg)
+    trainer = make_trainer(cfg, logger)
     drop_after(cfg.output_dir / "loss.jsonl", checkpoint_step(checkpoint) if checkpoint else 0)
     trainer.fit(module, ckpt_path=str(checkpoint) if checkpoint else None)
     if not trainer.is_global_zero:
         return None
-    result = DreamBoothResult(steps=trainer.global_step)
+    result = DreamBoothResult(steps=trainer.global_step, processes=trainer.world_size)
     result.outputs = save_outputs(cfg, module, base)
     result.outputs["checkpoints"] = cfg.output_dir / "checkpoints"
     result.outputs["loss curve"] = cfg.output_dir / "loss.png"
