@@ -17,6 +17,7 @@ from PIL import Image
 from transformers import CLIPModel, CLIPTokenizer
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from dreamloom.models.loading import quiet_loading
 from dreamloom.models.registry import embedded_models_dir
 
 EMBEDDED_CLIP = "dreamloom-tiny-clip"
@@ -95,7 +96,8 @@ def load_clip(name_or_path: str = EMBEDDED_CLIP, device: str = "cpu") -> ClipEmb
 
     Only ``.safetensors`` weights are loaded; a folder holding only pickle weights is an error."""
     location: str | Path = embedded_models_dir() / EMBEDDED_CLIP if name_or_path == EMBEDDED_CLIP else name_or_path
-    model = CLIPModel.from_pretrained(location, use_safetensors=True).to(device).eval()
+    with quiet_loading():
+        model = CLIPModel.from_pretrained(location, use_safetensors=True).to(device).eval()
     return ClipEmbedder(model, CLIPTokenizer.from_pretrained(location))
 
 

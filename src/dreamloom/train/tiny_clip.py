@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pytorch_lightning.callbacks import Timer
 from torch.utils.data import DataLoader, TensorDataset
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 from dreamloom.eval.clip_embedding import ClipEmbedder, normalize_pixels
 from dreamloom.eval.prompts import held_out_scenes
@@ -49,14 +49,14 @@ class TinyClipConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     output_dir: Path = Path("training/tiny-clip")
     seed: int = 0
-    steps: int = 1500
+    steps: int = 800
     batch_size: int = Field(128, gt=1, description="Pairs per batch: each image's negatives are the other captions.")
     lr: float = 1e-3
     weight_decay: float = Field(0.1, description="AdamW decay of matrices; biases, norms and the temperature are not decayed.")
     warmup_steps: int = 100
     projection_dim: int = 64
-    checkpoint_every: int = Field(250, description="Steps between resumable checkpoints.")
-    eval_every: int = Field(250, description="Steps between held-out retrieval measurements.")
+    checkpoint_every: int = Field(200, description="Steps between resumable checkpoints.")
+    eval_every: int = Field(200, description="Steps between held-out retrieval measurements.")
     eval_scenes: int = Field(100, gt=1, description="Held-out scenes per group (1, 2, 3 objects) in each measurement.")
     data: DataConfig = DataConfig(train_scenes=40_000)
     vision: VisionConfig = VisionConfig()
@@ -64,12 +64,14 @@ class TinyClipConfig(BaseModel):
 
 
 def load_config(path: Path | None, overrides: list[str] = ()) -> TinyClipConfig:
+    """The recipe from a YAML file (or the defaults) with ``key.sub=value`` overrides."""
     raw = yaml.safe_load(Path(path).read_text()) if path else {}
     return TinyClipConfig.model_validate(apply_overrides(raw or {}, list(overrides)))
 
 
 def build_clip(cfg: TinyClipConfig, tokenizer: CLIPTokenizer) -> CLIPModel:
-    """A randomly initialised ``CLIPModel``: ViT over ``data.resolution`` images, the tiny-SD text tower."""
+    """A randomly initialised ``CLIPModel``: a ViT over ``data.resolution`` images and a text
+    tower configured as tiny-SD's (same tokenizer and special-token ids)."""
     text_config = build_text_encoder(cfg.text, tokenizer).config.to_dict()
     vision_config = {"image_size": cfg.data.resolution, **cfg.vision.model_dump()}
     return CLIPModel(CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=cfg.projection_dim))
@@ -117,8 +119,8 @@ def retrieval_accuracy(embedder: ClipEmbedder, scenes: list[Scene]) -> dict[str,
     truth = torch.tensor([[a == b for b in captions] for a in captions])
     rows = torch.arange(len(scenes))
     return {
-        "image_to_text": float(truth[rows, similarity.argmax(dim=1)].float().mean()),
-        "text_to_image": float(truth[similarity.argmax(dim=0), rows].float().mean()),
+        "image_to_text": float(truth[rows, similarity.argmax(dim=1)].double().mean()),
+        "text_to_image": float(truth[similarity.argmax(dim=0), rows].double().mean()),
     }
 
 
@@ -151,11 +153,12 @@ def position_invariance(embedder: ClipEmbedder, count: int, seed: int = 0) -> di
         "same_object_moved": float(same_cos.mean()),
         "other_colour_moved": float(colour_cos.mean()),
         "other_shape_moved": float(shape_cos.mean()),
-        "same_beats_both": float(((same_cos > colour_cos) & (same_cos > shape_cos)).float().mean()),
+        "same_beats_both": float(((same_cos > colour_cos) & (same_cos > shape_cos)).double().mean()),
     }
 
 
 def retrieval_by_group(embedder: ClipEmbedder, count: int) -> dict[str, dict[str, float]]:
+    """``retrieval_accuracy`` among ``count`` held-out scenes of one, two and three objects."""
     return {f"{n}-object": retrieval_accuracy(embedder, held_out_scenes(count, n)) for n in (1, 2, 3)}
 
 
@@ -174,8 +177,9 @@ class RetrievalCurve(pl.Callback):
 
 
 def run_recipe(cfg: TinyClipConfig) -> Path:
-    """Train (or resume) the model, write it as a transformers folder with its tokenizer to
-    ``output_dir/model``, measure it into ``output_dir/report.json``; returns the folder."""
+    """Train (or resume) the model, write it as a transformers folder (weights, tokenizer,
+    image processor) to ``output_dir/model``, measure it into ``output_dir/report.json``;
+    returns the folder. A finished run only writes and measures again."""
     pl.seed_everything(cfg.seed, workers=True)
     tokenizer = build_tokenizer(cfg.text.max_length)
     images, captions = rendered_shapeworld(cfg.output_dir / "data", cfg.data.train_scenes, cfg.data.seed, cfg.data.resolution)
@@ -190,6 +194,8 @@ def run_recipe(cfg: TinyClipConfig) -> Path:
     final = cfg.output_dir / "model"
     module.model.save_pretrained(final, safe_serialization=True)
     tokenizer.save_pretrained(final)
+    # the preprocessing ClipEmbedder does, written down so stock transformers (CLIPProcessor) reads the folder too
+    CLIPImageProcessor(size={"shortest_edge": cfg.data.resolution}, crop_size=cfg.data.resolution).save_pretrained(final)
     embedder = ClipEmbedder(module.model.eval(), tokenizer)
     report = {
         "steps": trainer.global_step,
