@@ -64,11 +64,13 @@ def _open_image(path: Path | None):
 
 
 @app.command()
-@with_model_options(GenerationRequest, skip={"prompt", "init_image", "mask"})
+@with_model_options(GenerationRequest, skip={"prompt", "init_image", "mask", "loras"})
 @friendly_errors
 def generate(
     values: dict,
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    lora: Annotated[list[str] | None, typer.Option(
+        metavar="NAME[:WEIGHT]", help="A LoRA from the models folder's Lora/ (or a path); repeat for several.")] = None,
     init_image: Annotated[Path | None, typer.Option(help="img2img/inpaint: the starting image.")] = None,
     mask: Annotated[Path | None, typer.Option(help="inpaint: white where to redraw.")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Where to write PNGs (default: settings' outputs dir).")] = None,
@@ -79,8 +81,11 @@ def generate(
 ) -> None:
     """Text-to-image; with --init-image, image-to-image; with --mask too, inpainting."""
     from dreamloom.generate.engine import Engine
+    from dreamloom.generate.lora_syntax import parse_lora
 
-    request = GenerationRequest(prompt=prompt, init_image=_open_image(init_image), mask=_open_image(mask), **values)
+    loras = [parse_lora(text) for text in lora or []]
+    request = GenerationRequest(prompt=prompt, init_image=_open_image(init_image), mask=_open_image(mask),
+                                loras=loras, **values)
     settings = Settings.from_env(models_dir=models_dir, device=device, dtype=dtype, allow_pickle=allow_pickle or None)
     engine = Engine(settings)
     total = request.n_iter
@@ -112,11 +117,12 @@ def info(image: Annotated[Path, typer.Argument(help="A PNG written by dreamloom,
 @app.command()
 @friendly_errors
 def models(models_dir: Annotated[Path | None, typer.Option(help="Models folder to scan.")] = None) -> None:
-    """List the models dreamloom can load by name."""
+    """List the models and LoRAs dreamloom can load by name."""
     from dreamloom.models.registry import ModelRegistry
 
     table = Table("name", "format", "location")
-    for entry in ModelRegistry(Settings.from_env(models_dir=models_dir).models_dir).entries():
+    registry = ModelRegistry(Settings.from_env(models_dir=models_dir).models_dir)
+    for entry in [*registry.entries(), *registry.loras()]:
         table.add_row(entry.name + (" (embedded)" if entry.embedded else ""), entry.format, entry.location)
     console.print(table)
 

@@ -13,6 +13,7 @@ from dreamloom.config import Settings
 from dreamloom.generate.img2img import img2img
 from dreamloom.generate.infotext import save_with_infotext
 from dreamloom.generate.inpaint import inpaint
+from dreamloom.generate.lora_syntax import lora_weights
 from dreamloom.generate.progress import ProgressFn
 from dreamloom.generate.request import GenerationRequest, GenerationResult
 from dreamloom.generate.runner import RunOptions
@@ -39,12 +40,17 @@ class Engine:
         preview_every: int = 0,
         allow_paths: bool = False,
     ) -> GenerationResult:
-        """Run ``request`` as txt2img, img2img or inpaint, whichever its inputs ask for.
+        """Run ``request`` as txt2img, img2img or inpaint, whichever its inputs ask for, with the
+        LoRAs it asks for (its ``loras`` and the prompt's ``<lora:name:weight>`` tags).
 
-        ``allow_paths`` lets ``request.model`` be a filesystem path (local CLI only)."""
+        Requests for one model run one at a time: its LoRAs are set on modules that every
+        request's pipeline shares. ``allow_paths`` lets ``request.model`` and LoRA names be
+        filesystem paths (local CLI only)."""
         loaded = self.models.get(request.model, allow_paths=allow_paths)
         run = {"txt2img": txt2img, "img2img": img2img, "inpaint": inpaint}[mode_of(request)]
-        return run(loaded.pipeline, request, RunOptions(loaded.hash, progress, cancel, preview_every))
+        weights = lora_weights(request.prompt, request.loras)
+        with self.models.with_loras(loaded, weights, allow_paths=allow_paths) as lora_hashes:
+            return run(loaded.pipeline, request, RunOptions(loaded.hash, progress, cancel, preview_every, lora_hashes))
 
     def save(self, result: GenerationResult, folder: Path | None = None) -> list[Path]:
         """Write every image as PNG with its infotext; names never overwrite older files."""

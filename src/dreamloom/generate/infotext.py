@@ -2,6 +2,8 @@
 
 Format: the prompt, an optional "Negative prompt: ..." line, then one line of
 "Key: value" pairs (values with commas are quoted). Reading it back gives a request.
+LoRAs are ``<lora:name:weight>`` tags in the prompt (those of the request's ``loras``
+field are appended), with their hashes in ``Lora hashes: "name: hash, ..."``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from dreamloom import __version__
+from dreamloom.generate.lora_syntax import lora_tag
 from dreamloom.generate.request import GenerationRequest
 
 _PAIR = re.compile(r'\s*([\w][\w \-/]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
@@ -24,8 +27,16 @@ def _quote(value: object) -> str:
     return json.dumps(text) if any(c in text for c in ',:\n"') else text
 
 
-def format_infotext(request: GenerationRequest, seed: int, width: int, height: int, model_hash: str | None = None) -> str:
-    """The infotext of one image of ``request``, drawn with ``seed``."""
+def format_infotext(
+    request: GenerationRequest,
+    seed: int,
+    width: int,
+    height: int,
+    model_hash: str | None = None,
+    lora_hashes: dict[str, str] | None = None,
+) -> str:
+    """The infotext of one image of ``request``, drawn with ``seed``; ``lora_hashes`` maps
+    each LoRA name to its short hash."""
     pairs = {
         "Steps": request.steps,
         "Sampler": request.sampler,
@@ -41,8 +52,10 @@ def format_infotext(request: GenerationRequest, seed: int, width: int, height: i
         pairs["Mask blur"] = request.mask_blur
     if request.clip_skip != 1:
         pairs["Clip skip"] = request.clip_skip
+    if lora_hashes:
+        pairs["Lora hashes"] = ", ".join(f"{name}: {digest}" for name, digest in lora_hashes.items())
     pairs["Version"] = f"dreamloom {__version__}"
-    lines = [request.prompt]
+    lines = [" ".join([request.prompt, *map(lora_tag, request.loras)])]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs.items() if v is not None))

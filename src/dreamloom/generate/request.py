@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dreamloom.generate.lora_syntax import LoraWeight, split_lora_tags
 from dreamloom.generate.samplers import DEFAULT_SAMPLER, SAMPLERS
 
 DEFAULT_MODEL = "dreamloom-tiny-sd"
@@ -20,7 +21,8 @@ class GenerationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    prompt: str = Field(..., description="What to draw; AUTOMATIC1111 attention syntax such as (word:1.3) works.")
+    prompt: str = Field(..., description="What to draw; AUTOMATIC1111 attention syntax such as (word:1.3) works, "
+                                         "and <lora:name:weight> applies a LoRA.")
     negative_prompt: str = Field("", description="What to steer away from.")
     model: str = Field(DEFAULT_MODEL, description="Model name from the registry (see `dreamloom models`).")
     sampler: str = Field(DEFAULT_SAMPLER, description="Sampler, by its AUTOMATIC1111 name.")
@@ -32,10 +34,18 @@ class GenerationRequest(BaseModel):
     batch_size: int = Field(1, ge=1, le=64, description="Images generated together in one pass.")
     n_iter: int = Field(1, ge=1, le=100, description="Batch count: how many batches one after another.")
     clip_skip: int = Field(1, ge=1, le=12, description="Use the text encoder's N-th layer from the end (1 = last).")
+    loras: list[LoraWeight] = Field(default_factory=list, max_length=16,
+                                    description="LoRAs to apply (name, weight); the prompt's <lora:...> tags add to these.")
     denoising_strength: float = Field(0.75, ge=0.0, le=1.0, description="img2img/inpaint: how much of the init image is redrawn.")
     mask_blur: int = Field(4, ge=0, le=64, description="inpaint: Gaussian blur radius of the mask edge, in pixels.")
     init_image: Image.Image | None = Field(None, description="img2img/inpaint: the starting image.", exclude=True)
     mask: Image.Image | None = Field(None, description="inpaint: white where to redraw, black where to keep.", exclude=True)
+
+    @field_validator("prompt")
+    @classmethod
+    def _lora_tags_are_valid(cls, value: str) -> str:
+        split_lora_tags(value)
+        return value
 
     @field_validator("sampler")
     @classmethod

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from diffusers import DiffusionPipeline
 from PIL import Image
 
 from dreamloom.generate.infotext import format_infotext
+from dreamloom.generate.lora_syntax import split_lora_tags
 from dreamloom.generate.progress import ProgressFn, step_callback
 from dreamloom.generate.prompt_encoding import encode_prompt_pair
 from dreamloom.generate.request import GenerationRequest, GenerationResult
@@ -37,12 +38,14 @@ def per_request_pipeline(base: DiffusionPipeline, pipeline_class: type, request:
 
 @dataclass
 class RunOptions:
-    """How a run reports and stops: injected by whoever calls the engine."""
+    """What the infotext records of the weights (model hash, LoRA name -> hash), and how a run
+    reports and stops: injected by whoever calls the engine."""
 
     model_hash: str | None = None
     progress: ProgressFn | None = None
     cancel: threading.Event | None = None
     preview_every: int = 0
+    lora_hashes: dict[str, str] = field(default_factory=dict)
 
 
 def run_batches(
@@ -54,7 +57,8 @@ def run_batches(
     options: RunOptions,
 ) -> GenerationResult:
     seeds = image_seeds(resolve_seed(request.seed), request.batch_size * request.n_iter)
-    embeddings = encode_prompt_pair(pipeline, request.prompt, request.negative_prompt, request.clip_skip)
+    prompt, _ = split_lora_tags(request.prompt)  # the LoRAs are applied to the weights, not drawn as words
+    embeddings = encode_prompt_pair(pipeline, prompt, request.negative_prompt, request.clip_skip)
     images: list[Image.Image] = []
     for batch in range(request.n_iter):
         batch_seeds = seeds[batch * request.batch_size : (batch + 1) * request.batch_size]
@@ -71,5 +75,7 @@ def run_batches(
             ),
         )
         images += output.images
-    infotexts = [format_infotext(request, seed, width, height, options.model_hash) for seed in seeds]
+    infotexts = [
+        format_infotext(request, seed, width, height, options.model_hash, options.lora_hashes) for seed in seeds
+    ]
     return GenerationResult(images=images, seeds=seeds, infotexts=infotexts, request=request)

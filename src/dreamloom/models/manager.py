@@ -1,24 +1,44 @@
-"""Keeps loaded pipelines, so repeated requests for a model do not reload it."""
+"""Keeps loaded pipelines, and the LoRAs loaded into them, so repeated requests reload nothing."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from diffusers import DiffusionPipeline
 
 from dreamloom.config import Settings
 from dreamloom.models.device import pick_device, pick_dtype
 from dreamloom.models.loading import load_pipeline, model_hash
+from dreamloom.models.lora import load_lora, lora_hash, weights_file
 from dreamloom.models.registry import ModelEntry, ModelRegistry
+
+
+@dataclass(frozen=True)
+class LoadedLora:
+    """A LoRA living in a pipeline as a peft adapter; ``mtime_ns`` tells a rewritten file."""
+
+    adapter: str
+    mtime_ns: int
+    hash: str
 
 
 @dataclass
 class LoadedModel:
+    """A pipeline and the LoRAs loaded into it (by file location). ``lock`` is held by
+    whoever sets its LoRAs and generates with it: the adapters live in the pipeline's
+    modules, which every per-request pipeline (``from_pipe``) shares."""
+
     entry: ModelEntry
     pipeline: DiffusionPipeline
     hash: str
+    loras: dict[str, LoadedLora] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    adapter_ids: Iterator[int] = field(default_factory=itertools.count)
 
 
 class ModelManager:
@@ -47,3 +67,39 @@ class ModelManager:
             while len(self._loaded) > self.capacity:
                 self._loaded.popitem(last=False)
             return loaded
+
+    @contextmanager
+    def with_loras(
+        self, loaded: LoadedModel, weights: dict[str, float], allow_paths: bool = False
+    ) -> Iterator[dict[str, str]]:
+        """Hold ``loaded`` for one generation with exactly the LoRAs ``weights`` names (name ->
+        weight) active, and yield each name's short hash for the infotext.
+
+        A LoRA is loaded once per model and kept; one not asked for is inactive, and with none
+        asked for every adapter is disabled, so the base model's images come back bit for bit.
+        Every name is resolved before anything changes, so an unknown one fails cleanly."""
+        entries = {name: self.registry.resolve_lora(name, allow_paths=allow_paths) for name in weights}
+        with loaded.lock:
+            adapters: dict[str, float] = {}
+            for name, entry in entries.items():
+                adapter = self._load_lora(loaded, entry).adapter
+                adapters[adapter] = adapters.get(adapter, 0.0) + weights[name]
+            if adapters:
+                loaded.pipeline.enable_lora()
+                loaded.pipeline.set_adapters(list(adapters), adapter_weights=list(adapters.values()))
+            elif loaded.loras:
+                loaded.pipeline.disable_lora()
+            yield {name: loaded.loras[entry.location].hash for name, entry in entries.items()}
+
+    def _load_lora(self, loaded: LoadedModel, entry: ModelEntry) -> LoadedLora:
+        """The LoRA of ``entry`` in ``loaded``'s pipeline, (re)loaded if new or rewritten since."""
+        mtime_ns = weights_file(entry).stat().st_mtime_ns
+        known = loaded.loras.get(entry.location)
+        if known is not None and known.mtime_ns == mtime_ns:
+            return known
+        if known is not None:
+            loaded.pipeline.delete_adapters(known.adapter)
+        adapter = f"lora_{next(loaded.adapter_ids)}"
+        load_lora(loaded.pipeline, entry, adapter, self.settings.allow_pickle)
+        loaded.loras[entry.location] = LoadedLora(adapter, mtime_ns, lora_hash(entry))
+        return loaded.loras[entry.location]

@@ -1,4 +1,5 @@
-"""The model registry: the embedded models plus everything found in the models folder.
+"""The model registry: the embedded models plus everything found in the models folder,
+and the LoRAs in its ``Lora/`` (AUTOMATIC1111's folder name) or ``loras/`` subfolder.
 
 A name from a request resolves only to an entry the registry listed, so no request can
 reach a file outside the models folder; explicit paths are for the local command line.
@@ -12,10 +13,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-Format = Literal["diffusers", "single-file", "pickle", "hub"]
+Format = Literal["diffusers", "single-file", "pickle", "hub", "lora"]
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+LORA_FOLDERS = ("Lora", "loras")
+#: The file of a diffusers-format LoRA folder (what ``save_lora_weights`` writes).
+DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -45,6 +49,25 @@ def _entry_for_path(path: Path, name: str, embedded: bool = False) -> ModelEntry
     return None
 
 
+def _lora_entry_for_path(path: Path, name: str) -> ModelEntry | None:
+    """A LoRA: one weights file (kohya or diffusers keys, diffusers tells them apart),
+    or a folder holding ``pytorch_lora_weights.safetensors``."""
+    if (path.is_dir() and (path / DIFFUSERS_LORA_FILE).is_file()) or (
+        path.is_file() and path.suffix in SAFE_SUFFIXES + PICKLE_SUFFIXES
+    ):
+        return ModelEntry(name, str(path), "lora")
+    return None
+
+
+def _find(name: str, entries: list[ModelEntry]) -> ModelEntry | None:
+    """The entry called ``name``, by its file or folder name with or without suffix."""
+    for entry in entries:
+        stem = entry.name.rsplit(".", 1)[0] if entry.path.is_file() else entry.name
+        if name in (entry.name, stem):
+            return entry
+    return None
+
+
 class ModelRegistry:
     def __init__(self, models_dir: Path | None):
         self.models_dir = Path(models_dir).resolve() if models_dir else None
@@ -57,6 +80,8 @@ class ModelRegistry:
                 name = path.relative_to(self.models_dir).as_posix()
                 if path.parent != self.models_dir and (path.parent / "model_index.json").exists():
                     continue
+                if name.split("/")[0] in LORA_FOLDERS:
+                    continue
                 entry = _entry_for_path(path, name)
                 if entry:
                     found.append(entry)
@@ -66,10 +91,8 @@ class ModelRegistry:
         """The entry called ``name`` (folder or file name, with or without suffix), a hub id,
         or, with ``allow_paths``, a filesystem path. Anything else is a ValueError."""
         entries = self.entries()
-        for entry in entries:
-            stem = entry.name.rsplit(".", 1)[0] if entry.format != "diffusers" else entry.name
-            if name in (entry.name, stem):
-                return entry
+        if entry := _find(name, entries):
+            return entry
         if allow_paths and Path(name).exists():
             path = Path(name).resolve()
             entry = _entry_for_path(path, path.name)
@@ -80,3 +103,24 @@ class ModelRegistry:
             return ModelEntry(name, name, "hub")
         available = ", ".join(e.name for e in entries) or "none"
         raise ValueError(f"model {name!r} not found; available: {available}")
+
+    def loras(self) -> list[ModelEntry]:
+        """The LoRAs in the models folder's ``Lora/`` and ``loras/``, named by file or folder name."""
+        folders = [self.models_dir / f for f in LORA_FOLDERS if self.models_dir and (self.models_dir / f).is_dir()]
+        return [e for folder in folders for p in sorted(folder.iterdir()) if (e := _lora_entry_for_path(p, p.name))]
+
+    def resolve_lora(self, name: str, allow_paths: bool = False) -> ModelEntry:
+        """The LoRA called ``name`` (file name with or without suffix, or folder name), or, with
+        ``allow_paths``, a filesystem path. Anything else is a ValueError naming the available ones."""
+        entries = self.loras()
+        if entry := _find(name, entries):
+            return entry
+        if allow_paths and Path(name).exists():
+            path = Path(name).resolve()
+            entry = _lora_entry_for_path(path, path.name)
+            if entry is None:
+                raise ValueError(f"{name} is neither a LoRA weights file nor a folder holding {DIFFUSERS_LORA_FILE}")
+            return entry
+        available = ", ".join(e.name for e in entries) or "none"
+        where = " or ".join(f"{self.models_dir or 'models'}/{folder}" for folder in LORA_FOLDERS)
+        raise ValueError(f"LoRA {name!r} not found in {where}; available: {available}")
