@@ -10,7 +10,8 @@ from PIL import Image, ImageDraw
 from dreamloom.shapeworld.scene import Scene
 from dreamloom.shapeworld.vocab import BACKGROUND_COLOURS, OBJECT_COLOURS, REFERENCE_RESOLUTION, SIZES
 
-_SUPERSAMPLE = 4
+#: Shapes are drawn this many times larger and box-downsampled (anti-aliasing).
+SUPERSAMPLE = 4
 
 
 def shape_polygon(shape: str, cx: float, cy: float, extent: float) -> list[tuple[float, float]] | None:
@@ -32,9 +33,19 @@ def shape_polygon(shape: str, cx: float, cy: float, extent: float) -> list[tuple
     raise ValueError(f"unknown shape {shape!r}")
 
 
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, extent: float, fill: object) -> None:
+    """Fill one upright shape on ``draw``'s canvas; coordinates are that canvas's pixels."""
+    polygon = shape_polygon(shape, cx, cy, extent)
+    if polygon is None:
+        h = extent / 2
+        draw.ellipse((cx - h, cy - h, cx + h, cy + h), fill=fill)
+    else:
+        draw.polygon(polygon, fill=fill)
+
+
 def render(scene: Scene) -> Image.Image:
     """Render ``scene`` at its resolution; shapes are drawn 4x larger and downsampled."""
-    s = _SUPERSAMPLE
+    s = SUPERSAMPLE
     size = scene.resolution * s
     scale = scene.resolution / REFERENCE_RESOLUTION
     image = Image.new("RGB", (size, size), BACKGROUND_COLOURS[scene.background])
@@ -42,13 +53,7 @@ def render(scene: Scene) -> Image.Image:
     for obj in scene.objects:
         extent = SIZES[obj.size] * scale * s
         cx, cy = obj.cx * s, obj.cy * s
-        colour = OBJECT_COLOURS[obj.colour]
-        polygon = shape_polygon(obj.shape, cx, cy, extent)
-        if polygon is None:
-            h = extent / 2
-            draw.ellipse((cx - h, cy - h, cx + h, cy + h), fill=colour)
-        else:
-            draw.polygon(polygon, fill=colour)
+        draw_shape(draw, obj.shape, cx, cy, extent, OBJECT_COLOURS[obj.colour])
     return image.resize((scene.resolution, scene.resolution), Image.Resampling.BOX)
 
 
