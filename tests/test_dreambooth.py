@@ -256,3 +256,46 @@ def test_two_ddp_processes_on_cpu(models_dir, tmp_path, instance_dir):
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in err and "distributed_backend=gloo" in err
     assert stdout.count("DreamBooth:") == 1  # rank 0 reports once
     assert len(losses(out)) == 4 and (out / "pipeline" / "model_index.json").exists()
+
+
+def test_lora_run_writes_files_that_diffusers_and_the_engine_load(models_dir, tmp_path, instance_dir):
+    out = tmp_path / "star-lora"
+    cfg = load_dreambooth_config(None, config_args(instance_dir, out) + [
+        "lora.enabled=true", "lora.rank=4", "train_text_encoder=true", "learning_rate=1e-2", "logger=none"])
+    os.environ["DREAMLOOM_MODELS_DIR"] = str(models_dir)
+    try:
+        result = run_dreambooth(cfg)
+    finally:
+        del os.environ["DREAMLOOM_MODELS_DIR"]
+    folder = out / "star-lora"
+    assert result.outputs["LoRA (diffusers)"] == folder / "pytorch_lora_weights.safetensors"
+    assert result.outputs["LoRA (kohya / AUTOMATIC1111)"] == folder / "star-lora.safetensors"
+    state = torch.load(out / "checkpoints" / "step=000004.ckpt", weights_only=False)["state_dict"]
+    assert state and all("lora" in key for key in state)  # a LoRA checkpoint holds the adapters only
+    kohya = load_file(folder / "star-lora.safetensors")
+    assert any(k.startswith("lora_unet_") for k in kohya) and any(k.startswith("lora_te_") for k in kohya)
+
+    def draw(pipeline):
+        return np.asarray(pipeline("a sks star", num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                                   output_type="np").images[0])
+
+    base = StableDiffusionPipeline.from_pretrained(models_dir / "random-sd")
+    base.set_progress_bar_config(disable=True)
+    plain = draw(base)
+    base.load_lora_weights(folder)
+    with_diffusers_file = draw(base)
+    base.unload_lora_weights()
+    base.load_lora_weights(folder / "star-lora.safetensors")
+    with_kohya_file = draw(base)
+    assert np.abs(with_diffusers_file - plain).max() > 1e-3
+    assert np.abs(with_kohya_file - with_diffusers_file).max() < 1e-4
+
+    (models_dir / "Lora").mkdir(exist_ok=True)
+    (models_dir / "Lora" / "star-lora.safetensors").write_bytes((folder / "star-lora.safetensors").read_bytes())
+    engine = Engine(Settings(models_dir=models_dir, device="cpu"))
+    request = dict(model="random-sd", seed=0, steps=3, sampler="Euler")
+    off = engine.generate(GenerationRequest(prompt="a sks star", **request)).images[0]
+    on = engine.generate(GenerationRequest(prompt="a sks star <lora:star-lora:1>", **request)).images[0]
+    half = engine.generate(GenerationRequest(prompt="a sks star <lora:star-lora:0.5>", **request)).images[0]
+    distance = lambda a, b: np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)).mean()  # noqa: E731
+    assert distance(on, off) > 1 and 0 < distance(half, off) < distance(on, off)

@@ -14,6 +14,7 @@ from dreamloom.shapeworld import Scene, ShapeObject, parse_prompt, render, sampl
 from dreamloom.shapeworld.grammar import ObjectSpec
 from dreamloom.shapeworld.subjects import (
     SUBJECTS,
+    render_context,
     context_checks,
     context_prompts,
     detect_subject,
@@ -139,24 +140,6 @@ def test_detector_ignores_plain_objects_of_the_class_and_other_subjects(name):
         if other is not subject:
             assert not any(detect_subject(image, subject).present for image in instance_images(other))
 
-
-_EXTENT = {"large": 32.0, "small": 20.0, None: 28.0}
-#: Where subject and neighbour stand, per relation (subject first).
-_PLACES = {
-    None: ((32, 32), None),
-    "left of": ((18, 32), (46, 32)),
-    "right of": ((46, 32), (18, 32)),
-    "above": ((32, 18), (32, 46)),
-    "below": ((32, 46), (32, 18)),
-}
-
-
-def render_context(subject, context):
-    """The exact picture of ``context``: the subject's extent from its size, places by relation."""
-    (cx, cy), there = _PLACES[context.relation]
-    n = context.neighbour
-    others = () if n is None else (ShapeObject(n.shape, n.colour, n.size, *there),)
-    return render_subject_scene(subject, cx, cy, _EXTENT[context.subject_size], context.background, others)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -246,3 +246,47 @@ def train_dreambooth(
     for name, path in result.outputs.items():
         table.add_row(name, str(path))
     Console(width=max(console.width, 110)).print(table)
+
+
+@eval_app.command("dreambooth")
+@friendly_errors
+def eval_dreambooth(
+    model: Annotated[str, typer.Option(help="Model name or path: the fine-tuned model, or the base for a LoRA.")] = "dreamloom-tiny-sd",
+    subject: Annotated[str, typer.Option(help="Shipped ShapeWorld subject the model was taught.")] = "striped-star",
+    lora: Annotated[list[str] | None, typer.Option(help="LoRA to apply, name[:weight]; repeatable.")] = None,
+    identifier: Annotated[str, typer.Option(help="The unique token of the instance prompt.")] = "sks",
+    samples: Annotated[int, typer.Option(min=2, max=16, help="Images per prompt (seeds 0..n-1).")] = 4,
+    sampler: Annotated[str, typer.Option(help="Sampler.")] = GenerationRequest.model_fields["sampler"].default,
+    steps: Annotated[int, typer.Option(help="Steps.")] = 20,
+    cfg_scale: Annotated[float, typer.Option(help="Guidance scale.")] = 7.0,
+    clip_model: Annotated[str, typer.Option(help="CLIP for CLIP-I and DIV.")] = "dreamloom-tiny-clip",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
+) -> None:
+    """The DreamBooth paper's measures: subject fidelity (CLIP-I, detector), prompt fidelity, PRES, DIV."""
+    from dreamloom.eval.clip_embedding import load_clip
+    from dreamloom.eval.dreambooth import evaluate_dreambooth
+    from dreamloom.eval.engine_generate import engine_sample_fn
+    from dreamloom.generate.engine import Engine
+    from dreamloom.generate.lora_syntax import parse_lora
+    from dreamloom.shapeworld.subjects import get_subject
+
+    chosen = get_subject(subject)
+    loras = [parse_lora(value) for value in lora or []]
+    sample = engine_sample_fn(Engine(Settings.from_env()), model, sampler, steps, cfg_scale, loras)
+    with Progress(TextColumn("context prompts"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), console=errors, transient=True) as bar:
+        task = bar.add_task("", total=None)
+        report = evaluate_dreambooth(sample, chosen, load_clip(clip_model), identifier, samples,
+                                     progress=lambda done, total: bar.update(task, completed=done, total=total))
+    table = Table("model", "CLIP-I", "subject found", "prompt fidelity", "PRES CLIP-I", "PRES subject found", "DIV",
+                  title=f"DreamBooth evaluation: {report['prompts']} context prompts x {samples} samples")
+    name = model + "".join(f" + {value}" for value in lora or [])
+    table.add_row(name, f"{report['subject_fidelity']['clip_i']:.3f}", f"{report['subject_fidelity']['detected']:.1%}",
+                  f"{report['prompt_fidelity']['context']:.1%}", f"{report['pres']['clip_i']:.3f}",
+                  f"{report['pres']['detected']:.1%}", f"{report['div']:.3f}")
+    Console(width=max(console.width, 110)).print(table)
+    text = json.dumps({"model": model, "loras": lora or [], "sampler": sampler, "steps": steps, "cfg_scale": cfg_scale,
+                       **report}, indent=2)
+    console.print(text, highlight=False)
+    if json_out:
+        json_out.write_text(text)

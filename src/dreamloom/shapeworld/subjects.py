@@ -248,6 +248,26 @@ def context_prompts(subject: Subject, identifier: str = "sks") -> list[ContextPr
     return [_context_prompt(subject, identifier, *context) for context in contexts]
 
 
+#: The subject's extent per asked size, and where subject and neighbour stand per relation.
+_CONTEXT_EXTENT = {"large": 32.0, "small": 20.0, None: 28.0}
+_CONTEXT_PLACES = {
+    None: ((32, 32), None),
+    "left of": ((18, 32), (46, 32)),
+    "right of": ((46, 32), (18, 32)),
+    "above": ((32, 18), (32, 46)),
+    "below": ((32, 46), (32, 18)),
+}
+
+
+def render_context(subject: Subject, context: ContextPrompt) -> Image.Image:
+    """The exact picture of ``context``: what a perfect personalized model would draw, the
+    ceiling of every DreamBooth measure."""
+    (cx, cy), there = _CONTEXT_PLACES[context.relation]
+    n = context.neighbour
+    others = () if n is None else (ShapeObject(n.shape, n.colour, n.size, *there),)
+    return render_subject_scene(subject, cx, cy, _CONTEXT_EXTENT[context.subject_size], context.background, others)
+
+
 @dataclass(frozen=True)
 class SubjectDetection:
     """The best candidate ``detect_subject`` saw: ``score`` in [0, 1], ``present`` when it

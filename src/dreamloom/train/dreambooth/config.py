@@ -23,6 +23,7 @@ class _Strict(BaseModel):
 
 class LoraConfig(_Strict):
     enabled: bool = Field(False, description="Train low-rank adapters instead of the full weights.")
+    name: str | None = Field(None, pattern=r"^[\w.-]+$", description="Name of the LoRA files (default: output_dir's name).")
     rank: int = Field(4, gt=0, description="Rank r of each adapter.")
     alpha: float = Field(4.0, gt=0, description="Scale numerator: the update is (alpha / r) * B @ A.")
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -97,6 +98,10 @@ class DreamBoothConfig(_Strict):
         if self.class_noun:
             return self.class_noun
         return self.class_prompt.split()[-1] if self.class_prompt else None
+
+    @property
+    def lora_name(self) -> str:
+        return self.lora.name or self.output_dir.resolve().name
 
     @property
     def class_dir(self) -> Path:

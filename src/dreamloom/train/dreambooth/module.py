@@ -14,6 +14,7 @@ from diffusers import DDPMScheduler, StableDiffusionPipeline
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import compute_snr
 from peft import LoraConfig as PeftLoraConfig
+from peft import inject_adapter_in_model
 
 from dreamloom.train.dreambooth.config import DreamBoothConfig
 
@@ -43,8 +44,8 @@ class DreamBoothModule(pl.LightningModule):
         if cfg.lora.enabled:
             self.unet.requires_grad_(False)
             self.unet.add_adapter(self._lora(cfg.lora.unet_target_modules))
-            if cfg.train_text_encoder:
-                self.text_encoder.add_adapter(self._lora(cfg.lora.text_encoder_target_modules))
+            if cfg.train_text_encoder:  # peft's own call: transformers' add_adapter wants a newer peft
+                inject_adapter_in_model(self._lora(cfg.lora.text_encoder_target_modules), self.text_encoder)
         if cfg.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:

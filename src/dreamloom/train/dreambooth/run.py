@@ -165,7 +165,7 @@ def save_outputs(cfg: DreamBoothConfig, module: DreamBoothModule, base: StableDi
     if cfg.lora.enabled:
         metadata = {"base_model": cfg.base_model, "instance_prompt": cfg.instance_prompt, "rank": str(cfg.lora.rank),
                     "alpha": str(cfg.lora.alpha), "steps": str(cfg.max_steps)}
-        files = save_lora_weights(cfg.output_dir / "lora", module.unet,
+        files = save_lora_weights(cfg.output_dir / cfg.lora_name, module.unet,
                                   module.text_encoder if cfg.train_text_encoder else None, metadata)
         outputs.update({"LoRA (diffusers)": files.diffusers, "LoRA (kohya / AUTOMATIC1111)": files.kohya})
     else:
