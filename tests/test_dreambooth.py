@@ -25,7 +25,7 @@ from dreamloom.config import Settings
 from dreamloom.generate.engine import Engine
 from dreamloom.generate.request import GenerationRequest
 from dreamloom.shapeworld import Scene, ShapeObject, render
-from dreamloom.train.dreambooth.class_images import ensure_class_images
+from dreamloom.train.dreambooth.class_images import class_prompts, ensure_class_images
 from dreamloom.train.dreambooth.config import load_dreambooth_config
 from dreamloom.train.dreambooth.data import BatchRecipe, DreamBoothBatches, find_examples
 from dreamloom.train.dreambooth.run import run_dreambooth
@@ -158,14 +158,24 @@ def test_batches_are_a_function_of_seed_rank_and_index(instance_dir):
 def test_missing_class_images_are_generated_with_fixed_seeds_and_reused(models_dir, tmp_path):
     settings = Settings(models_dir=models_dir, device="cpu")
     folder = tmp_path / "class"
-    assert ensure_class_images(folder, "a star", 3, "random-sd", steps=2, settings=settings) == 3
-    assert ensure_class_images(folder, "a star", 5, "random-sd", steps=2, settings=settings) == 2
-    assert ensure_class_images(folder, "a star", 5, "random-sd", steps=2, settings=settings) == 0
-    files = sorted(folder.glob("*.png"))
-    assert len(files) == 5
-    expected = Engine(settings).generate(GenerationRequest(prompt="a star", model="random-sd", seed=4, steps=2)).images[0]
-    drawn = np.asarray(Image.open(files[4]).convert("RGB")).astype(int)
-    assert np.abs(drawn - np.asarray(expected).astype(int)).max() <= 2  # seed 4 alone = seed 4 in a batch (+-rounding)
+    prompts = ["a star on a green background", "a star on a red background"]
+    assert ensure_class_images(folder, prompts, 3, "random-sd", steps=2, settings=settings) == 3
+    assert ensure_class_images(folder, prompts, 5, "random-sd", steps=2, settings=settings) == 2
+    assert ensure_class_images(folder, prompts, 5, "random-sd", steps=2, settings=settings) == 0
+    examples = find_examples(folder, "unused")
+    assert [e.caption for e in examples] == [prompts[i % 2] for i in range(5)]  # each image's prompt beside it
+    expected = Engine(settings).generate(GenerationRequest(prompt=prompts[0], model="random-sd", seed=4, steps=2)).images[0]
+    assert np.array_equal(np.asarray(Image.open(examples[4].path).convert("RGB")), np.asarray(expected))
+
+
+def test_class_prompts_follow_the_instance_captions_without_the_identifier(tmp_path, instance_dir):
+    assert class_prompts(find_examples(instance_dir, "a sks star"), "a sks star", "a star") == ["a star"]
+    for image in instance_dir.glob("*.png"):
+        (tmp_path / image.name).write_bytes(image.read_bytes())
+    (tmp_path / "0.txt").write_text("a sks star on a white background")
+    (tmp_path / "1.txt").write_text("a large sks star on a green background")
+    prompts = class_prompts(find_examples(tmp_path, "a sks star"), "a sks star", "a star")
+    assert prompts == ["a large star on a green background", "a star", "a star on a white background"]
 
 
 # --- whole runs ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dreamloom.shapeworld import Scene, ShapeObject, parse_prompt, render, sampl
 from dreamloom.shapeworld.grammar import ObjectSpec
 from dreamloom.shapeworld.subjects import (
     SUBJECTS,
+    instance_captions,
     render_context,
     context_checks,
     context_prompts,
@@ -24,7 +25,7 @@ from dreamloom.shapeworld.subjects import (
     render_subject_scene,
     visible_backgrounds,
 )
-from dreamloom.shapeworld.vocab import OBJECT_COLOURS, SHAPES, SIZES
+from dreamloom.shapeworld.vocab import BACKGROUND_COLOURS, OBJECT_COLOURS, SHAPES, SIZES
 
 NAMES = list(SUBJECTS)
 
@@ -78,6 +79,11 @@ def test_shipped_instance_images_are_what_instance_images_renders(name):
     rendered = [np.asarray(image) for image in instance_images(SUBJECTS[name])]
     assert len(rendered) == 5 and all(np.array_equal(a, b) for a, b in zip(shipped, rendered))
     assert len({tuple(image[0, 0]) for image in rendered}) == 5  # five different backgrounds
+    captions = [(instance_dir(name) / f"{i:02d}.txt").read_text().strip() for i in range(5)]
+    assert captions == instance_captions(SUBJECTS[name])
+    for caption, image in zip(captions, rendered):  # each caption names its image's background
+        assert caption.startswith(f"a sks {SUBJECTS[name].class_noun} on ")
+        assert tuple(image[0, 0]) == BACKGROUND_COLOURS[parse_prompt(caption).background]
 
 
 @pytest.mark.parametrize("name", NAMES)

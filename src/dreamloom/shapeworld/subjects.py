@@ -163,26 +163,39 @@ def visible_backgrounds(subject: Subject) -> list[str]:
     return [n for n, c in BACKGROUND_COLOURS.items() if np.linalg.norm(avoid - c, axis=-1).min() > _DISTINCT]
 
 
-def instance_images(subject: Subject) -> list[Image.Image]:
-    """The 5 DreamBooth instance images: the subject alone at seeded positions, extents
-    (22-34 px) and distinct backgrounds; the same subject always gives the same images."""
+def _instance_placements(subject: Subject) -> list[tuple[float, float, float, str]]:
+    """Centre, extent and background of each instance image, seeded by the subject's name."""
     rng = random.Random(subject.name)
-    images = []
+    placements = []
     for background in rng.sample(visible_backgrounds(subject), 5):
         extent = round(rng.uniform(22, 34), 2)
         lo, hi = extent / 2 + 2, REFERENCE_RESOLUTION - extent / 2 - 2
-        cx, cy = round(rng.uniform(lo, hi), 2), round(rng.uniform(lo, hi), 2)
-        images.append(render_subject_scene(subject, cx, cy, extent, background))
-    return images
+        placements.append((round(rng.uniform(lo, hi), 2), round(rng.uniform(lo, hi), 2), extent, background))
+    return placements
+
+
+def instance_images(subject: Subject) -> list[Image.Image]:
+    """The 5 DreamBooth instance images: the subject alone at seeded positions, extents
+    (22-34 px) and distinct backgrounds; the same subject always gives the same images."""
+    return [render_subject_scene(subject, cx, cy, extent, bg) for cx, cy, extent, bg in _instance_placements(subject)]
+
+
+def instance_captions(subject: Subject, identifier: str = "sks") -> list[str]:
+    """A caption per instance image naming its background ("a sks star on a green
+    background"), so training binds the identifier to the subject, not to a background."""
+    return [f"a {identifier} {subject.class_noun} on {'an' if bg[0] in 'aeiou' else 'a'} {bg} background"
+            for *_, bg in _instance_placements(subject)]
 
 
 def write_instance_images(folder: Path) -> None:
-    """Write each subject's instance images to ``folder/<name>/00.png`` ... ``04.png``; the
-    shipped ones are ``write_instance_images(Path("src/dreamloom/assets/subjects"))``."""
+    """Write each subject's instance images and captions to ``folder/<name>/00.png`` (and
+    ``00.txt``, kohya's caption convention) ... ``04.png``; the shipped ones are
+    ``write_instance_images(Path("src/dreamloom/assets/subjects"))``."""
     for subject in SUBJECTS.values():
         (folder / subject.name).mkdir(parents=True, exist_ok=True)
-        for i, image in enumerate(instance_images(subject)):
+        for i, (image, caption) in enumerate(zip(instance_images(subject), instance_captions(subject))):
             image.save(folder / subject.name / f"{i:02d}.png")
+            (folder / subject.name / f"{i:02d}.txt").write_text(caption + "\n")
 
 
 def instance_dir(name: str) -> Path:

@@ -30,7 +30,7 @@ from dreamloom.models.lora import save_lora_weights
 from dreamloom.models.manager import ModelManager
 from dreamloom.train.curves import LossCurve, drop_after
 from dreamloom.train.dreambooth.callbacks import AtomicCheckpointIO, StepProgressBar, ValidationSamples
-from dreamloom.train.dreambooth.class_images import ensure_class_images
+from dreamloom.train.dreambooth.class_images import class_prompts, ensure_class_images
 from dreamloom.train.dreambooth.config import DreamBoothConfig
 from dreamloom.train.dreambooth.data import BatchRecipe, DreamBoothBatches, Example, find_examples
 from dreamloom.train.dreambooth.module import DreamBoothModule, eight_bit_adamw
@@ -197,8 +197,9 @@ def run_dreambooth(
         raise ValueError(f"resolution {resolution} is not a multiple of the VAE's factor {base.vae_scale_factor}")
     classes: list[Example] = []
     if cfg.with_prior_preservation:
-        ensure_class_images(cfg.class_dir, cfg.class_prompt, cfg.num_class_images, cfg.base_model,
-                            cfg.class_image_steps, progress=class_progress)
+        prompts = class_prompts(instances, cfg.instance_prompt, cfg.class_prompt)
+        ensure_class_images(cfg.class_dir, prompts, cfg.num_class_images, cfg.base_model, cfg.class_image_steps,
+                            progress=class_progress)
         classes = find_examples(cfg.class_dir, cfg.class_prompt)[: cfg.num_class_images]
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = DreamBoothTraining(cfg, base, instances, classes, resolution)
