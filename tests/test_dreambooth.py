@@ -6,6 +6,7 @@ processes where the behaviour is about processes (a kill, two DDP workers, the C
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -94,6 +95,15 @@ def test_without_prior_preservation_no_class_noun_is_needed(instance_dir, tmp_pa
     cfg = load_dreambooth_config(None, config_args(instance_dir, tmp_path) + ["instance_prompt=a sks thing",
                                                                               "with_prior_preservation=false"])
     assert cfg.instance_prompt == "a sks thing"
+
+
+def test_a_missing_optional_logger_is_named_before_any_work(instance_dir, tmp_path):
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    cfg = load_dreambooth_config(None, config_args(instance_dir, tmp_path / "out") + ["logger=wandb"])
+    with pytest.raises(ValueError, match=r"logger=wandb needs wandb: pip install 'dreamloom\[wandb\]'"):
+        run_dreambooth(cfg)
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_empty_and_unreadable_instance_folders_are_refused(tmp_path):
