@@ -23,7 +23,9 @@ CONFIG = ROOT / "configs" / "dreambooth-striped-star.yaml"
 VARIANTS = {
     "DreamBooth, full fine-tune": [],
     "DreamBooth, full fine-tune, no prior preservation": ["with_prior_preservation=false"],
-    "DreamBooth, LoRA rank 8": ["lora.enabled=true", "lora.rank=8", "lora.alpha=8", "learning_rate=1e-3"],
+    "DreamBooth, LoRA rank 8 (attention + convolutions)": [
+        "lora.enabled=true", "lora.rank=8", "lora.alpha=8", "learning_rate=3e-4",
+        "lora.unet_target_modules=[to_k,to_q,to_v,to_out.0,conv1,conv2]"],
 }
 
 

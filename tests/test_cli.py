@@ -22,7 +22,7 @@ def test_generate_prints_paths_and_info_reads_them_back(models_dir, tmp_path):
     paths = [Path(line) for line in run.stdout.split()]
     assert len(paths) == 2 and all(p.exists() for p in paths)
     assert "Loading pipeline components" not in run.stderr and "Loading weights" not in run.stderr
-    assert "torch_dtype" not in run.stderr
+    assert "torch_dtype" not in run.stderr and "torchvision" not in run.stderr
     assert "Seed: 6" in Image.open(paths[1]).info["parameters"]
     info = dreamloom("info", str(paths[1]), models_dir=models_dir, cwd=tmp_path)
     assert info.returncode == 0, info.stderr

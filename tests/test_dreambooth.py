@@ -281,7 +281,8 @@ def test_two_ddp_processes_on_cpu(models_dir, tmp_path, instance_dir):
 def test_lora_run_writes_files_that_diffusers_and_the_engine_load(models_dir, tmp_path, instance_dir):
     out = tmp_path / "star-lora"
     cfg = load_dreambooth_config(None, config_args(instance_dir, out) + [
-        "lora.enabled=true", "lora.rank=4", "train_text_encoder=true", "learning_rate=1e-2", "logger=none"])
+        "lora.enabled=true", "lora.rank=4", "train_text_encoder=true", "learning_rate=1e-2", "logger=none",
+        "lora.unet_target_modules=[to_k,to_q,to_v,to_out.0,conv1,conv2]"])  # LoCon: convolutions too
     os.environ["DREAMLOOM_MODELS_DIR"] = str(models_dir)
     try:
         result = run_dreambooth(cfg)

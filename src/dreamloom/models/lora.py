@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
-from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
+from diffusers.utils import convert_state_dict_to_kohya
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
 
@@ -102,7 +102,9 @@ def save_lora_weights(
     diffusers_args, kohya_layers, kohya_alphas = {}, {}, {}
     for component, (model, prefix) in models.items():
         state, alphas = _lora_state(model, prefix)
-        diffusers_args[f"{component}_lora_layers"] = convert_state_dict_to_diffusers(state)
+        # peft's own key names: diffusers reads them for every layer type, while its older
+        # "lora.down" names cover attention only and a file mixing both loads half its layers
+        diffusers_args[f"{component}_lora_layers"] = state
         diffusers_args[f"{component}_lora_adapter_metadata"] = model.peft_config[_adapter_name(model)].to_dict()
         kohya_layers.update({f"{component}.{k}": v for k, v in state.items()})
         kohya_alphas.update({f"{component}.{k}": alpha for k, alpha in alphas.items()})
