@@ -50,14 +50,16 @@ def main() -> None:
         workdir = Path(tmp)
         classes = f"class_data_dir={workdir / 'class-images'}"
         start = time.perf_counter()
-        from dreamloom.train.dreambooth.class_images import ensure_class_images
+        from dreamloom.train.dreambooth.class_images import class_prompts, ensure_class_images
         from dreamloom.train.dreambooth.config import load_dreambooth_config
+        from dreamloom.train.dreambooth.data import find_examples
 
         cfg = load_dreambooth_config(CONFIG, [classes])
-        ensure_class_images(cfg.class_dir, cfg.class_prompt, cfg.num_class_images, cfg.base_model, cfg.class_image_steps)
+        prompts = class_prompts(find_examples(cfg.instance_data_dir, cfg.instance_prompt), cfg.instance_prompt, cfg.class_prompt)
+        ensure_class_images(cfg.class_dir, prompts, cfg.num_class_images, cfg.base_model, cfg.class_image_steps)
         class_minutes = (time.perf_counter() - start) / 60
-        rows.append({"model": f"base ({cfg.base_model})", "minutes": 0.0, "peak_rss_mb": None,
-                     **evaluate(workdir, "base", cfg.base_model, [], args.samples)})
+        rows.append({**evaluate(workdir, "base", cfg.base_model, [], args.samples),
+                     "model": f"base ({cfg.base_model})", "minutes": 0.0, "peak_rss_mb": None})
         for i, (name, overrides) in enumerate(VARIANTS.items()):
             out = workdir / f"run{i}"
             dreamloom("train", "dreambooth", "--config", str(CONFIG), classes, f"output_dir={out}", "validation.prompts=[]",
@@ -65,8 +67,8 @@ def main() -> None:
             summary = json.loads((out / "summary.json").read_text())
             lora = summary["outputs"].get("LoRA (kohya / AUTOMATIC1111)")
             model = cfg.base_model if lora else summary["outputs"]["model (diffusers folder)"]
-            rows.append({"model": name, "minutes": summary["minutes"], "peak_rss_mb": summary["peak_rss_mb"],
-                         "overrides": overrides, **evaluate(workdir, f"run{i}", model, [lora] if lora else [], args.samples)})
+            rows.append({**evaluate(workdir, f"run{i}", model, [lora] if lora else [], args.samples), "model": name,
+                         "minutes": summary["minutes"], "peak_rss_mb": summary["peak_rss_mb"], "overrides": overrides})
     report = {"config": str(CONFIG.relative_to(ROOT)), "class_images_minutes": round(class_minutes, 2), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -52,6 +52,8 @@ def ensure_class_images(
 ) -> int:
     """Fill ``folder`` up to ``count`` images drawn by ``model`` from ``prompts`` in turn;
     returns how many were generated. ``progress(done, missing)`` follows every image."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts is a list of prompts, not one string")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     have = len(image_files(folder))
