@@ -90,7 +90,7 @@ def run_plain(cfg) -> float:
     from peft import LoraConfig
 
     from dreamloom.train.dreambooth.data import DreamBoothBatches, find_examples
-    from dreamloom.train.dreambooth.run import load_base
+    from dreamloom.train.dreambooth.run import batch_recipe, load_base
 
     base = load_base(cfg)
     unet, vae, text_encoder, tokenizer = base.unet, base.vae, base.text_encoder, base.tokenizer
@@ -112,7 +112,7 @@ def run_plain(cfg) -> float:
                                 find_examples(cfg.class_dir, cfg.class_prompt),
                                 lambda c: tokenizer(c, padding="max_length", max_length=tokenizer.model_max_length,
                                                     truncation=True, return_tensors="pt").input_ids,
-                                _recipe(cfg, base, scheduler))
+                                batch_recipe(cfg, base, 64))
     timer = StepTimer()
     for step, batch in enumerate(batches, start=1):
         with torch.no_grad():
@@ -132,14 +132,6 @@ def run_plain(cfg) -> float:
         timer.mark(step)
         if step == WARMUP + TIMED:
             return timer.steps_per_s
-
-
-def _recipe(cfg, base, scheduler):
-    from dreamloom.train.dreambooth.data import BatchRecipe
-
-    return BatchRecipe(batch_size=1, resolution=64, center_crop=True, random_flip=False,
-                       latent_shape=(base.vae.config.latent_channels, 64 // base.vae_scale_factor, 64 // base.vae_scale_factor),
-                       num_train_timesteps=scheduler.config.num_train_timesteps, offset_noise=0.0, seed=cfg.seed)
 
 
 def variant(implementation: str, name: str, checkpointing: bool, workdir: Path) -> dict:

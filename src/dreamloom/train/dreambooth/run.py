@@ -98,6 +98,16 @@ def native_resolution(pipeline: StableDiffusionPipeline) -> int:
     return pipeline.unet.config.sample_size * pipeline.vae_scale_factor
 
 
+def batch_recipe(cfg: DreamBoothConfig, base: StableDiffusionPipeline, resolution: int) -> BatchRecipe:
+    """What every batch of this run needs from the config and the model."""
+    latent = resolution // base.vae_scale_factor
+    return BatchRecipe(
+        batch_size=cfg.train_batch_size, resolution=resolution, center_crop=cfg.center_crop,
+        random_flip=cfg.random_flip, latent_shape=(base.vae.config.latent_channels, latent, latent),
+        num_train_timesteps=base.scheduler.config.num_train_timesteps, offset_noise=cfg.offset_noise, seed=cfg.seed,
+    )
+
+
 class DreamBoothTraining(DreamBoothModule):
     """The module plus its data: the loader is built after Lightning restored a checkpoint,
     so it starts at the first batch the resumed run has not seen."""
@@ -106,13 +116,7 @@ class DreamBoothTraining(DreamBoothModule):
                  classes: list[Example], resolution: int):
         super().__init__(cfg, base)
         self.instances, self.classes = instances, classes
-        latent = resolution // base.vae_scale_factor
-        self.recipe = BatchRecipe(
-            batch_size=cfg.train_batch_size, resolution=resolution, center_crop=cfg.center_crop,
-            random_flip=cfg.random_flip, latent_shape=(base.vae.config.latent_channels, latent, latent),
-            num_train_timesteps=self.noise_scheduler.config.num_train_timesteps, offset_noise=cfg.offset_noise,
-            seed=cfg.seed,
-        )
+        self.recipe = batch_recipe(cfg, base, resolution)
 
     def train_dataloader(self) -> DataLoader:
         tokenize = functools.partial(_token_ids, self.tokenizer)
