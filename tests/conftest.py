@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,37 @@ def models_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def engine(models_dir, tmp_path_factory) -> Engine:
     return Engine(Settings(models_dir=models_dir, outputs_dir=tmp_path_factory.mktemp("outputs"), device="cpu"))
+
+
+@contextmanager
+def live_server(data_dir: Path, models_dir: Path | None = None, **config) -> Iterator[str]:
+    """A real dreamloom server (uvicorn) on 127.0.0.1 at a free port, in a thread of this
+    process; yields its base URL and stops it (and its worker) on exit."""
+    import uvicorn
+
+    from dreamloom.server.app import create_app
+    from dreamloom.server.config import ServerConfig
+
+    settings = Settings(models_dir=models_dir or data_dir / "models", outputs_dir=data_dir / "outputs", device="cpu")
+    app = create_app(ServerConfig(data_dir=data_dir, **config), settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
+@pytest.fixture
+def server(tmp_path, models_dir) -> Iterator[str]:
+    """A live server with default settings over the embedded models and ``random-sd``."""
+    with live_server(tmp_path / "server", models_dir) as url:
+        yield url

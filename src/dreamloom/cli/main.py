@@ -17,6 +17,7 @@ from rich.table import Table
 from dreamloom.config import Settings
 from dreamloom.cli.options import with_model_options
 from dreamloom.generate.request import GenerationRequest
+from dreamloom.server.config import ServerConfig, ServerLimits
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 train_app = typer.Typer(no_args_is_help=True, help="Train models.")
@@ -99,6 +100,52 @@ def generate(
         )
     for path in engine.save(result, output_dir):
         console.print(str(path), highlight=False, soft_wrap=True)
+
+
+def _parse_users(auth: list[str]) -> dict[str, str]:
+    users = {}
+    for item in (part for text in auth for part in text.split(",") if part):
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"--auth: expected user:password, got {item!r}")
+        users[user] = password
+    return users
+
+
+@app.command()
+@with_model_options(ServerLimits, skip=set())
+@friendly_errors
+def serve(
+    values: dict,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (AUTOMATIC1111's default).")] = 7860,
+    api_key: Annotated[list[str] | None, typer.Option(
+        envvar="DREAMLOOM_API_KEY", help="Require `Authorization: Bearer KEY`; repeat for several keys.")] = None,
+    auth: Annotated[list[str] | None, typer.Option(
+        metavar="USER:PASS[,USER:PASS]", help="Require HTTP basic auth (AUTOMATIC1111's --api-auth).")] = None,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Most images drawn in one forward pass across queued jobs; 1 runs one job at a time.")] = 8,
+    preview_every: Annotated[int, typer.Option(min=0, help="Decode a preview every N steps (0: none).")] = 5,
+    data_dir: Annotated[Path, typer.Option(help="The job database and every job's files.")] = Path("outputs/server"),
+    models_dir: Annotated[Path | None, typer.Option(help="Models folder (default: ./models or $DREAMLOOM_MODELS_DIR).")] = None,
+    device: Annotated[str | None, typer.Option(help="cuda, mps, xpu or cpu.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, float16 or bfloat16.")] = None,
+    allow_pickle: Annotated[bool, typer.Option(help="Allow .ckpt/.bin/.pt weights (they can run code).")] = False,
+) -> None:
+    """Serve the AUTOMATIC1111 API (/sdapi/v1), the OpenAI images API (/v1) and the job API (/api/v1)."""
+    import uvicorn
+
+    from dreamloom.server.app import create_app
+
+    config = ServerConfig(host=host, port=port, api_keys=api_key or [], users=_parse_users(auth or []),
+                          batch_size=batch_size, preview_every=preview_every, data_dir=data_dir,
+                          limits=ServerLimits(**values))
+    settings = Settings.from_env(models_dir=models_dir, device=device, dtype=dtype, allow_pickle=allow_pickle or None)
+    if host not in ("127.0.0.1", "localhost", "::1") and not config.auth_required:
+        errors.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key or --auth: anyone who can reach "
+                     "it can use it", highlight=False)
+    console.print(f"dreamloom serving on http://{host}:{port}  (API docs: /docs)", highlight=False)
+    uvicorn.run(create_app(config, settings), host=host, port=port, log_level="warning")
 
 
 @app.command()

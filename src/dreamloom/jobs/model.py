@@ -1,0 +1,81 @@
+"""What a job is: its states and the record the store keeps of it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class JobState(str, Enum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.done, JobState.failed, JobState.cancelled)
+
+
+@dataclass
+class Job:
+    """One job as stored. ``request`` is the kind's request as JSON data; ``batch_key`` is set
+    when queued jobs with an equal key may share a forward pass; ``images`` is how many images
+    it draws per pass (its share of a batch). ``result`` holds what the kind returns (for
+    generation: files, seeds, infotexts)."""
+
+    id: str
+    kind: str
+    request: dict
+    state: JobState = JobState.queued
+    owner: str = ""
+    batch_key: str | None = None
+    images: int = 1
+    step: int = 0
+    total: int = 0
+    result: dict = field(default_factory=dict)
+    error: str | None = None
+    cancel_requested: bool = False
+    interrupt_requested: bool = False
+    skip_requested: bool = False
+    worker: str | None = None
+    attempts: int = 0
+    created: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def progress(self) -> float:
+        if self.state == JobState.done:
+            return 1.0
+        return self.step / self.total if self.total else 0.0
+
+    def public(self) -> dict:
+        """The job as the HTTP API shows it."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state.value,
+            "progress": {"step": self.step, "total": self.total, "fraction": round(self.progress, 4),
+                         "eta_seconds": self.eta_seconds()},
+            "request": self.request,
+            "result": self.result,
+            "error": self.error,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+        }
+
+    def eta_seconds(self, now: float | None = None) -> float | None:
+        """Time left, extrapolated from the steps done so far; None before the first step."""
+        if self.state != JobState.running or not self.started or not self.step or not self.total:
+            return None
+        elapsed = (now or time.time()) - self.started
+        return round(elapsed * (self.total - self.step) / self.step, 3)
+
+
+def dumps(data: dict) -> str:
+    return json.dumps(data, separators=(",", ":"))

@@ -1,0 +1,76 @@
+"""The worker: takes jobs from the store in order (compatible ones together) and runs them.
+
+It talks to the store only through ``JobStore``, so the same worker can later run in many
+processes on many hosts against a shared store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+from dreamloom.jobs.model import Job, JobState
+from dreamloom.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+#: Runs a claimed group of jobs of one kind to their final states.
+Handler = Callable[[list[Job]], None]
+
+
+class Worker:
+    """A thread that claims up to ``max_batch`` images' worth of compatible queued jobs at a
+    time and hands them to the handler of their kind. ``max_batch=1`` runs one job at a time."""
+
+    def __init__(self, store: JobStore, handlers: dict[str, Handler], max_batch: int = 8, poll_seconds: float = 1.0,
+                 on_change: Callable[[str], None] | None = None):
+        self.store, self.handlers, self.max_batch = store, handlers, max_batch
+        self.poll_seconds = poll_seconds
+        self.on_change = on_change
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="dreamloom-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        wake = getattr(self.store, "wake", None)
+        if wake is not None:
+            wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run_next(self) -> list[Job]:
+        """Claim and run the next group of jobs; returns them (empty when the queue is empty)."""
+        jobs = self.store.claim(self.name, self.max_batch)
+        if not jobs:
+            return []
+        for job in jobs:
+            self._changed(job.id)
+        handler = self.handlers.get(jobs[0].kind)
+        try:
+            if handler is None:
+                raise ValueError(f"no worker for jobs of kind {jobs[0].kind!r}")
+            handler(jobs)
+        except Exception as error:  # the worker outlives any job
+            log.exception("jobs %s failed", [j.id for j in jobs])
+            for job in jobs:
+                current = self.store.get(job.id)
+                if current is not None and current.state == JobState.running:
+                    self.store.finish(job.id, JobState.failed, error=f"{type(error).__name__}: {error}")
+                    self._changed(job.id)
+        return jobs
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self.run_next():
+                self.store.wait_for_work(self.poll_seconds)
+
+    def _changed(self, job_id: str) -> None:
+        if self.on_change is not None:
+            self.on_change(job_id)

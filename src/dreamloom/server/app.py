@@ -1,0 +1,36 @@
+"""The FastAPI application: services built once, the worker started with the server and
+stopped with it, and the three APIs mounted over them."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from dreamloom import __version__
+from dreamloom.config import Settings
+from dreamloom.server import jobs_api
+from dreamloom.server.body_limit import BodySizeLimit
+from dreamloom.server.config import ServerConfig
+from dreamloom.server.studio import Studio
+
+
+def create_app(config: ServerConfig | None = None, settings: Settings | None = None) -> FastAPI:
+    config = config or ServerConfig()
+    studio = Studio.build(config, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        studio.start()
+        try:
+            yield
+        finally:
+            studio.stop()
+
+    app = FastAPI(title="dreamloom", version=__version__, lifespan=lifespan,
+                  description="AUTOMATIC1111-compatible `/sdapi/v1`, OpenAI-compatible `/v1`, and dreamloom's "
+                              "job API `/api/v1`, over one persistent job queue.")
+    app.state.studio = studio
+    app.add_middleware(BodySizeLimit, max_bytes=config.limits.max_body_bytes)
+    app.include_router(jobs_api.router)
+    return app

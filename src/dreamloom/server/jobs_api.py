@@ -1,0 +1,111 @@
+"""dreamloom's own job API: submit returns an id at once; poll, stream, cancel, list, download."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from dreamloom.generate.request import GenerationRequest
+from dreamloom.jobs.model import Job, JobState
+from dreamloom.server.auth import caller
+from dreamloom.server.images import decode_image
+from dreamloom.server.studio import Studio, studio_of
+
+router = APIRouter(prefix="/api/v1", tags=["jobs"])
+
+
+class JobRequest(GenerationRequest):
+    """A generation request as JSON: images as base64 PNG (a ``data:`` prefix is accepted)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    init_image: str | None = Field(None, description="img2img/inpaint: the starting image, base64.")
+    mask: str | None = Field(None, description="inpaint: white where to redraw, base64.")
+
+    def to_request(self) -> GenerationRequest:
+        images = {name: decode_image(value, name) for name in ("init_image", "mask")
+                  if (value := getattr(self, name)) is not None}
+        return GenerationRequest.model_validate({**self.model_dump(exclude={"init_image", "mask"}), **images})
+
+
+def _view(job: Job, request: Request) -> dict:
+    view = job.public()
+    base = str(request.url_for("job_file", job_id=job.id, name="_")).removesuffix("_")
+    view["result"] = {**job.result, "urls": [base + name for name in job.result.get("files", [])]}
+    return view
+
+
+@router.post("/jobs", status_code=202, summary="Queue a generation job; returns its id at once")
+def submit_job(body: JobRequest, request: Request, owner: Annotated[str, Depends(caller)],
+               studio: Annotated[Studio, Depends(studio_of)]) -> dict:
+    job = studio.submit(body.to_request(), owner, origin="api")
+    return _view(studio.store.get(job.id) or job, request)
+
+
+@router.get("/jobs", summary="The caller's jobs, newest first")
+def list_jobs(request: Request, owner: Annotated[str, Depends(caller)], studio: Annotated[Studio, Depends(studio_of)],
+              state: JobState | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    jobs = studio.store.jobs(state=state, owner=owner or None, limit=limit)
+    return {"jobs": [_view(job, request) for job in jobs], "counts": studio.store.counts()}
+
+
+@router.get("/jobs/{job_id}", summary="One job: state, progress, result")
+def get_job(job_id: str, request: Request, owner: Annotated[str, Depends(caller)],
+            studio: Annotated[Studio, Depends(studio_of)]) -> dict:
+    return _view(studio.job(job_id, owner), request)
+
+
+@router.delete("/jobs/{job_id}", summary="Cancel this job (and no other)")
+def cancel_job(job_id: str, request: Request, owner: Annotated[str, Depends(caller)],
+               studio: Annotated[Studio, Depends(studio_of)]) -> dict:
+    studio.job(job_id, owner)
+    job = studio.store.request_cancel(job_id)
+    studio.events.publish(job_id)
+    return _view(job, request)
+
+
+@router.get("/jobs/{job_id}/preview", summary="The newest preview of a running job (PNG)",
+            responses={200: {"content": {"image/png": {}}}, 204: {"description": "no preview yet"}})
+def job_preview(job_id: str, owner: Annotated[str, Depends(caller)],
+                studio: Annotated[Studio, Depends(studio_of)]) -> Response:
+    studio.job(job_id, owner)
+    preview = studio.store.preview(job_id)
+    return Response(preview, media_type="image/png") if preview else Response(status_code=204)
+
+
+@router.get("/jobs/{job_id}/files/{name}", name="job_file", summary="Download one output file",
+            response_class=FileResponse)
+def job_file(job_id: str, name: str, owner: Annotated[str, Depends(caller)],
+             studio: Annotated[Studio, Depends(studio_of)]) -> FileResponse:
+    studio.job(job_id, owner)
+    path = studio.files.output(job_id, name)
+    if path is None:
+        raise HTTPException(404, f"job {job_id} has no file {name!r}")
+    return FileResponse(path, media_type="image/png")
+
+
+@router.get("/jobs/{job_id}/events", summary="Server-sent events: progress, previews, done",
+            response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+async def job_events(job_id: str, request: Request, owner: Annotated[str, Depends(caller)],
+                     studio: Annotated[Studio, Depends(studio_of)]) -> StreamingResponse:
+    studio.job(job_id, owner)
+
+    async def stream():
+        last = None
+        async for job in studio.changes(job_id, request):
+            view = _view(job, request)
+            if job.state.finished:
+                yield f"event: {job.state.value}\ndata: {json.dumps(view)}\n\n"
+                return
+            marker = (job.state, job.step)
+            if marker != last:
+                last = marker
+                if job.state == JobState.running:
+                    view["preview_url"] = str(request.url_for("job_preview", job_id=job.id))
+                yield f"event: progress\ndata: {json.dumps(view)}\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
