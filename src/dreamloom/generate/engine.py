@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from dreamloom.config import Settings
+from dreamloom.generate.batched import BatchMember, batch_key, txt2img_batch
 from dreamloom.generate.img2img import img2img
 from dreamloom.generate.infotext import save_with_infotext
 from dreamloom.generate.inpaint import inpaint
@@ -51,6 +52,23 @@ class Engine:
         weights = lora_weights(request.prompt, request.loras)
         with self.models.with_loras(loaded, weights, allow_paths=allow_paths) as lora_hashes:
             return run(loaded.pipeline, request, RunOptions(loaded.hash, progress, cancel, preview_every, lora_hashes))
+
+    def generate_batch(self, members: list[BatchMember], preview_every: int = 0) -> list[GenerationResult | None]:
+        """Run ``members`` (txt2img requests of one ``batch_key``) in shared forward passes: one
+        result per member, each with the images its request draws alone; None if cancelled.
+
+        The LoRAs (equal for all, by the key) are set once for the whole batch."""
+        if not members:
+            return []
+        keys = {batch_key(m.request) for m in members}
+        if None in keys or len(keys) > 1:
+            raise ValueError("generate_batch takes txt2img requests with one batch_key; run the others with generate")
+        request = members[0].request
+        loaded = self.models.get(request.model)
+        weights = lora_weights(request.prompt, request.loras)
+        with self.models.with_loras(loaded, weights) as lora_hashes:
+            options = RunOptions(loaded.hash, preview_every=preview_every, lora_hashes=lora_hashes)
+            return txt2img_batch(loaded.pipeline, members, options)
 
     def save(self, result: GenerationResult, folder: Path | None = None) -> list[Path]:
         """Write every image as PNG with its infotext; names never overwrite older files."""

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
@@ -57,8 +58,7 @@ def run_batches(
     options: RunOptions,
 ) -> GenerationResult:
     seeds = image_seeds(resolve_seed(request.seed), request.batch_size * request.n_iter)
-    prompt, _ = split_lora_tags(request.prompt)  # the LoRAs are applied to the weights, not drawn as words
-    embeddings = encode_prompt_pair(pipeline, prompt, request.negative_prompt, request.clip_skip)
+    embeddings = prompt_embeddings(pipeline, request)
     images: list[Image.Image] = []
     for batch in range(request.n_iter):
         batch_seeds = seeds[batch * request.batch_size : (batch + 1) * request.batch_size]
@@ -75,6 +75,25 @@ def run_batches(
             ),
         )
         images += output.images
+    return request_result(request, images, seeds, width, height, options)
+
+
+def prompt_embeddings(pipeline: DiffusionPipeline, request: GenerationRequest) -> dict[str, torch.Tensor]:
+    """The request's prompt and negative prompt as pipeline keyword arguments; its LoRA tags
+    are taken out first, since LoRAs are applied to the weights, not drawn as words."""
+    prompt, _ = split_lora_tags(request.prompt)
+    return encode_prompt_pair(pipeline, prompt, request.negative_prompt, request.clip_skip)
+
+
+def request_result(
+    request: GenerationRequest,
+    images: list[Image.Image],
+    seeds: list[int],
+    width: int,
+    height: int,
+    options: RunOptions,
+) -> GenerationResult:
+    """The images of ``request`` drawn from ``seeds``, each with its infotext."""
     infotexts = [
         format_infotext(request, seed, width, height, options.model_hash, options.lora_hashes) for seed in seeds
     ]

@@ -8,14 +8,18 @@ from dreamloom.generate.request import GenerationRequest, GenerationResult
 from dreamloom.generate.runner import RunOptions, native_size, per_request_pipeline, run_batches
 
 
+def output_size(base: DiffusionPipeline, request: GenerationRequest) -> tuple[int, int]:
+    """Width and height: the request's, or the model's native resolution."""
+    return request.width or native_size(base), request.height or native_size(base)
+
+
 def txt2img(
     base: DiffusionPipeline,
     request: GenerationRequest,
     options: RunOptions = RunOptions(),
 ) -> GenerationResult:
     # 1. size: the request's, or the model's native resolution
-    width = request.width or native_size(base)
-    height = request.height or native_size(base)
+    width, height = output_size(base, request)
     # 2. a pipeline of our own with a fresh sampler
     pipeline = per_request_pipeline(base, AutoPipelineForText2Image, request)
 
