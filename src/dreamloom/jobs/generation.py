@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from dreamloom.generate.batched import BatchMember, batch_key
 from dreamloom.generate.engine import Engine
-from dreamloom.generate.progress import StepProgress
+from dreamloom.generate.progress import GenerationCancelled, StepProgress
 from dreamloom.generate.request import GenerationRequest, GenerationResult
 from dreamloom.generate.seeds import resolve_seed
 from dreamloom.jobs.events import JobEvents
@@ -76,7 +76,7 @@ class GenerationRunner:
     def run(self, jobs: list[Job]) -> None:
         tracked = [self._track(job) for job in jobs]
         try:
-            results = self.engine.generate_batch([t.member for t in tracked], preview_every=self.preview_every)
+            results = self._generate([t.member for t in tracked])
         except Exception as error:  # one bad job must not fail the jobs batched with it: retry each alone
             if len(tracked) > 1:
                 for t in tracked:
@@ -89,6 +89,18 @@ class GenerationRunner:
                 self._finish(t.job, JobState.cancelled)
             else:
                 self._finish(t.job, JobState.done, result=self._save(t.job, result))
+
+    def _generate(self, members: list[BatchMember]) -> list[GenerationResult | None]:
+        """A shared pass for txt2img jobs; img2img and inpaint (never batched) through the engine's
+        single-request path, where interrupt, like cancel, stops the job without images."""
+        if batch_key(members[0].request) is not None:
+            return self.engine.generate_batch(members, preview_every=self.preview_every)
+        (member,) = members
+        stop = _AnyEvent(member.cancel, member.interrupt)
+        try:
+            return [self.engine.generate(member.request, member.progress, stop, self.preview_every)]
+        except GenerationCancelled:
+            return [None]
 
     def _track(self, job: Job) -> _Tracked:
         hooks = {name: threading.Event() for name in ("cancel", "interrupt", "skip")}
@@ -124,6 +136,17 @@ class GenerationRunner:
     def _publish(self, job_id: str) -> None:
         if self.events is not None:
             self.events.publish(job_id)
+
+
+class _AnyEvent(threading.Event):
+    """Set when any of the given events is."""
+
+    def __init__(self, *events: threading.Event | None):
+        super().__init__()
+        self._events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
 
 
 def _describe(error: Exception) -> str:
