@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from dreamloom import __version__
 from dreamloom.config import Settings
-from dreamloom.server import a1111, jobs_api
+from dreamloom.server import a1111, jobs_api, openai_images
 from dreamloom.server.body_limit import BodySizeLimit
 from dreamloom.server.config import ServerConfig
 from dreamloom.server.studio import Studio
@@ -34,4 +34,5 @@ def create_app(config: ServerConfig | None = None, settings: Settings | None = N
     app.add_middleware(BodySizeLimit, max_bytes=config.limits.max_body_bytes)
     app.include_router(jobs_api.router)
     app.include_router(a1111.router)
+    app.include_router(openai_images.router)
     return app
