@@ -16,6 +16,7 @@ from rich.table import Table
 
 from dreamloom.config import Settings
 from dreamloom.cli.options import with_model_options
+from dreamloom.cli.vlm import register as register_vlm_commands
 from dreamloom.generate.request import GenerationRequest
 from dreamloom.server.config import ServerConfig, ServerLimits
 
@@ -337,3 +338,6 @@ def eval_dreambooth(
     console.print(text, highlight=False)
     if json_out:
         json_out.write_text(text)
+
+
+register_vlm_commands(app, train_app, eval_app, friendly_errors)

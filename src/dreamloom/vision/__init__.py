@@ -1,0 +1,1 @@
+"""Vision-language: models that look at images (captions, questions, prompt feedback)."""
