@@ -144,3 +144,23 @@ def test_inpainting_unet_runs_the_inpainting_pipeline_and_keeps_the_outside(engi
     assert np.array_equal(_pixels(first)[keep], _pixels(init)[keep])
     assert np.abs(_pixels(first)[12:36, 12:36] - _pixels(init)[12:36, 12:36]).mean() > 5
     assert np.array_equal(_pixels(first), _pixels(again))  # seeded: the same request redraws the same image
+
+
+def test_interrupt_keeps_the_images_drawn_so_far(engine):
+    """AUTOMATIC1111's interrupt: img2img stops at step 2 and returns its current images, and
+    the second batch never starts."""
+    init = engine.generate(_request(steps=2)).images[0]
+    interrupt = threading.Event()
+    steps: list[tuple[int, int]] = []
+
+    def progress(p):
+        steps.append((p.batch, p.step))
+        if p.step == 2:
+            interrupt.set()
+
+    request = _request(init_image=init, denoising_strength=1.0, steps=6, n_iter=2)
+    result = engine.generate(request, progress=progress, interrupt=interrupt)
+    full = engine.generate(request.model_copy(update={"n_iter": 1}))
+    assert result.extra["interrupted"] and len(result.images) == 1 and result.seeds == [10]
+    assert steps == [(0, 1), (0, 2)]
+    assert np.abs(_pixels(result.images[0]) - _pixels(full.images[0])).mean() > 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -151,3 +152,20 @@ def _open(path):
 
     with Image.open(path) as image:
         return image.convert("RGB")
+
+
+def test_worker_waits_briefly_to_fill_a_batch(store):
+    """A compatible job that arrives while the worker gathers joins the group; another key does not."""
+    store.submit("generate", {"n": 0}, batch_key="k")
+    groups: list[list[int]] = []
+    worker = Worker(store, {"generate": lambda group: groups.append([j.request["n"] for j in group])},
+                    max_batch=3, batch_wait=2.0)
+    thread = threading.Thread(target=worker.run_next)
+    thread.start()
+    time.sleep(0.2)
+    store.submit("generate", {"n": 1}, batch_key="other")
+    store.submit("generate", {"n": 2}, batch_key="k")
+    store.submit("generate", {"n": 3}, batch_key="k")
+    thread.join(10)
+    assert groups == [[0, 2, 3]]  # full at 3 images: no need to wait out the 2 s
+    assert [j.request["n"] for j in store.claim("w", 3)] == [1]

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from dreamloom.config import Settings
 from dreamloom.cli.options import with_model_options
+from dreamloom.cli.vision import enhance_prompt, mark_enhanced, register as register_vision_commands
 from dreamloom.cli.vlm import register as register_vlm_commands
 from dreamloom.generate.request import GenerationRequest
 from dreamloom.server.config import ServerConfig, ServerLimits
@@ -80,15 +81,20 @@ def generate(
     device: Annotated[str | None, typer.Option(help="cuda, mps, xpu or cpu.")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32, float16 or bfloat16.")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Allow .ckpt/.bin/.pt weights (they can run code).")] = False,
+    enhance: Annotated[bool, typer.Option(help="Rewrite the prompt through the vision model first (the infotext "
+                                               "keeps the original as 'Enhanced from').")] = False,
 ) -> None:
     """Text-to-image; with --init-image, image-to-image; with --mask too, inpainting."""
     from dreamloom.generate.engine import Engine
     from dreamloom.generate.lora_syntax import parse_lora
 
     loras = [parse_lora(text) for text in lora or []]
+    settings = Settings.from_env(models_dir=models_dir, device=device, dtype=dtype, allow_pickle=allow_pickle or None)
+    original = prompt
+    if enhance:
+        prompt = enhance_prompt(prompt, settings)
     request = GenerationRequest(prompt=prompt, init_image=_open_image(init_image), mask=_open_image(mask),
                                 loras=loras, **values)
-    settings = Settings.from_env(models_dir=models_dir, device=device, dtype=dtype, allow_pickle=allow_pickle or None)
     engine = Engine(settings)
     total = request.n_iter
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -99,6 +105,8 @@ def generate(
             progress=lambda p: bar.update(task, description=f"batch {p.batch + 1}/{total}", completed=p.step, total=p.total),
             allow_paths=True,
         )
+    if enhance:
+        result.infotexts = mark_enhanced(result.infotexts, original)
     for path in engine.save(result, output_dir):
         console.print(str(path), highlight=False, soft_wrap=True)
 
@@ -126,6 +134,8 @@ def serve(
         metavar="USER:PASS[,USER:PASS]", help="Require HTTP basic auth (AUTOMATIC1111's --api-auth).")] = None,
     batch_size: Annotated[int, typer.Option(
         min=1, help="Most images drawn in one forward pass across queued jobs; 1 runs one job at a time.")] = 8,
+    batch_wait: Annotated[float, typer.Option(
+        min=0.0, max=10.0, help="Seconds to wait for compatible jobs to fill a batch that has room.")] = 0.05,
     preview_every: Annotated[int, typer.Option(min=0, help="Decode a preview every N steps (0: none).")] = 5,
     data_dir: Annotated[Path, typer.Option(help="The job database and every job's files.")] = Path("outputs/server"),
     models_dir: Annotated[Path | None, typer.Option(help="Models folder (default: ./models or $DREAMLOOM_MODELS_DIR).")] = None,
@@ -139,7 +149,7 @@ def serve(
     from dreamloom.server.app import create_app
 
     config = ServerConfig(host=host, port=port, api_keys=api_key or [], users=_parse_users(auth or []),
-                          batch_size=batch_size, preview_every=preview_every, data_dir=data_dir,
+                          batch_size=batch_size, batch_wait=batch_wait, preview_every=preview_every, data_dir=data_dir,
                           limits=ServerLimits(**values))
     settings = Settings.from_env(models_dir=models_dir, device=device, dtype=dtype, allow_pickle=allow_pickle or None)
     if host not in ("127.0.0.1", "localhost", "::1") and not config.auth_required:
@@ -341,3 +351,4 @@ def eval_dreambooth(
 
 
 register_vlm_commands(app, train_app, eval_app, friendly_errors)
+register_vision_commands(app, friendly_errors)

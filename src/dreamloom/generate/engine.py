@@ -40,9 +40,13 @@ class Engine:
         cancel: threading.Event | None = None,
         preview_every: int = 0,
         allow_paths: bool = False,
+        interrupt: threading.Event | None = None,
     ) -> GenerationResult:
         """Run ``request`` as txt2img, img2img or inpaint, whichever its inputs ask for, with the
         LoRAs it asks for (its ``loras`` and the prompt's ``<lora:name:weight>`` tags).
+
+        ``cancel`` stops the run with ``GenerationCancelled``; ``interrupt`` stops it keeping the
+        images drawn so far (``result.extra["interrupted"]``), as AUTOMATIC1111's interrupt does.
 
         Requests for one model run one at a time: its LoRAs are set on modules that every
         request's pipeline shares. ``allow_paths`` lets ``request.model`` and LoRA names be
@@ -51,7 +55,8 @@ class Engine:
         run = {"txt2img": txt2img, "img2img": img2img, "inpaint": inpaint}[mode_of(request)]
         weights = lora_weights(request.prompt, request.loras)
         with self.models.with_loras(loaded, weights, allow_paths=allow_paths) as lora_hashes:
-            return run(loaded.pipeline, request, RunOptions(loaded.hash, progress, cancel, preview_every, lora_hashes))
+            options = RunOptions(loaded.hash, progress, cancel, preview_every, lora_hashes, interrupt)
+            return run(loaded.pipeline, request, options)
 
     def generate_batch(self, members: list[BatchMember], preview_every: int = 0) -> list[GenerationResult | None]:
         """Run ``members`` (txt2img requests of one ``batch_key``) in shared forward passes: one

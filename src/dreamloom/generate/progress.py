@@ -43,13 +43,19 @@ def step_callback(
     cancel: threading.Event | None,
     preview_every: int = 0,
     latent_hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    interrupt: threading.Event | None = None,
 ):
     """A diffusers ``callback_on_step_end`` that reports, previews, cancels, and lets
-    ``latent_hook`` rewrite the latents (inpainting's known-region blend)."""
+    ``latent_hook`` rewrite the latents (inpainting's known-region blend). ``interrupt`` ends
+    the denoising early through diffusers' own ``interrupt`` flag, so the pipeline still
+    decodes the latents it has (AUTOMATIC1111's interrupt)."""
 
     def callback(pipeline, step: int, timestep, kwargs: dict) -> dict:
         if cancel is not None and cancel.is_set():
             raise GenerationCancelled("generation cancelled")
+        if interrupt is not None and interrupt.is_set():
+            pipeline._interrupt = True  # diffusers skips the remaining steps, then decodes
+            return kwargs
         if latent_hook is not None:
             kwargs["latents"] = latent_hook(step, kwargs["latents"])
         if progress is not None:

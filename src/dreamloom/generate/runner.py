@@ -47,6 +47,8 @@ class RunOptions:
     cancel: threading.Event | None = None
     preview_every: int = 0
     lora_hashes: dict[str, str] = field(default_factory=dict)
+    #: AUTOMATIC1111's interrupt: stop denoising now and keep the images as they are.
+    interrupt: threading.Event | None = None
 
 
 def run_batches(
@@ -71,10 +73,15 @@ def run_batches(
             guidance_scale=request.cfg_scale,
             generator=generators(batch_seeds),
             callback_on_step_end=step_callback(
-                batch, request.n_iter, options.progress, options.cancel, options.preview_every, latent_hook
+                batch, request.n_iter, options.progress, options.cancel, options.preview_every, latent_hook,
+                options.interrupt,
             ),
         )
         images += output.images
+        if options.interrupt is not None and options.interrupt.is_set():
+            result = request_result(request, images, seeds[: len(images)], width, height, options)
+            result.extra["interrupted"] = True
+            return result
     return request_result(request, images, seeds, width, height, options)
 
 

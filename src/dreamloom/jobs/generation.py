@@ -92,13 +92,13 @@ class GenerationRunner:
 
     def _generate(self, members: list[BatchMember]) -> list[GenerationResult | None]:
         """A shared pass for txt2img jobs; img2img and inpaint (never batched) through the engine's
-        single-request path, where interrupt, like cancel, stops the job without images."""
+        single-request path."""
         if batch_key(members[0].request) is not None:
             return self.engine.generate_batch(members, preview_every=self.preview_every)
         (member,) = members
-        stop = _AnyEvent(member.cancel, member.interrupt)
         try:
-            return [self.engine.generate(member.request, member.progress, stop, self.preview_every)]
+            return [self.engine.generate(member.request, member.progress, member.cancel, self.preview_every,
+                                         interrupt=member.interrupt)]
         except GenerationCancelled:
             return [None]
 
@@ -136,17 +136,6 @@ class GenerationRunner:
     def _publish(self, job_id: str) -> None:
         if self.events is not None:
             self.events.publish(job_id)
-
-
-class _AnyEvent(threading.Event):
-    """Set when any of the given events is."""
-
-    def __init__(self, *events: threading.Event | None):
-        super().__init__()
-        self._events = [e for e in events if e is not None]
-
-    def is_set(self) -> bool:
-        return any(e.is_set() for e in self._events)
 
 
 def _describe(error: Exception) -> str:

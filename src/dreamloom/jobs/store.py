@@ -30,7 +30,7 @@ class JobStore(Protocol):
 
     def submit(self, kind: str, request: dict, owner: str = "", batch_key: str | None = None,
                images: int = 1, max_queued: int | None = None, job_id: str | None = None) -> Job: ...
-    def claim(self, worker: str, max_images: int) -> list[Job]: ...
+    def claim(self, worker: str, max_images: int, batch_key: str | None = None) -> list[Job]: ...
     def get(self, job_id: str) -> Job | None: ...
     def jobs(self, state: JobState | None = None, owner: str | None = None, limit: int = 100) -> list[Job]: ...
     def progress(self, job_id: str, step: int, total: int, preview: bytes | None = None) -> None: ...
@@ -143,22 +143,27 @@ class SQLiteJobStore:
             self._work.notify_all()
         return job
 
-    def claim(self, worker: str, max_images: int) -> list[Job]:
+    def claim(self, worker: str, max_images: int, batch_key: str | None = None) -> list[Job]:
         """Take the oldest queued job, and with it the next queued jobs of the same batch key
-        while their images fit in ``max_images``; mark them running for ``worker``."""
+        while their images fit in ``max_images``; mark them running for ``worker``. With
+        ``batch_key``, take only jobs of that key (to grow a group already claimed)."""
         with self._transaction() as db:
-            first = db.execute("SELECT * FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1").fetchone()
-            if first is None:
-                return []
-            rows, used = [first], first["images"]
-            if first["batch_key"] is not None:
+            if batch_key is None:
+                first = db.execute("SELECT * FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1").fetchone()
+                if first is None:
+                    return []
+                rows, used, key, after = [first], first["images"], first["batch_key"], first["seq"]
+            else:
+                rows, used, key, after = [], 0, batch_key, 0
+            if key is not None:
                 for row in db.execute(
-                    "SELECT * FROM jobs WHERE state = 'queued' AND batch_key = ? AND seq > ? ORDER BY seq",
-                    (first["batch_key"], first["seq"]),
+                    "SELECT * FROM jobs WHERE state = 'queued' AND batch_key = ? AND seq > ? ORDER BY seq", (key, after)
                 ):
                     if used + row["images"] <= max_images:
                         rows.append(row)
                         used += row["images"]
+            if not rows:
+                return []
             now = time.time()
             ids = [row["id"] for row in rows]
             db.executemany(

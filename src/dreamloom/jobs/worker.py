@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from dreamloom.jobs.model import Job, JobState
@@ -22,11 +23,17 @@ Handler = Callable[[list[Job]], None]
 
 class Worker:
     """A thread that claims up to ``max_batch`` images' worth of compatible queued jobs at a
-    time and hands them to the handler of their kind. ``max_batch=1`` runs one job at a time."""
+    time and hands them to the handler of their kind. ``max_batch=1`` runs one job at a time.
+
+    ``batch_wait`` seconds are spent gathering compatible jobs when a group has room left:
+    clients that resubmit as soon as their last images arrive reach the queue a few
+    milliseconds after the worker is free again, and would otherwise each run alone (the
+    dynamic-batching delay of inference servers)."""
 
     def __init__(self, store: JobStore, handlers: dict[str, Handler], max_batch: int = 8, poll_seconds: float = 1.0,
-                 on_change: Callable[[str], None] | None = None):
+                 on_change: Callable[[str], None] | None = None, batch_wait: float = 0.0):
         self.store, self.handlers, self.max_batch = store, handlers, max_batch
+        self.batch_wait = batch_wait
         self.poll_seconds = poll_seconds
         self.on_change = on_change
         self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -50,6 +57,7 @@ class Worker:
         jobs = self.store.claim(self.name, self.max_batch)
         if not jobs:
             return []
+        jobs += self._gather(jobs)
         for job in jobs:
             self._changed(job.id)
         handler = self.handlers.get(jobs[0].kind)
@@ -65,6 +73,21 @@ class Worker:
                     self.store.finish(job.id, JobState.failed, error=f"{type(error).__name__}: {error}")
                     self._changed(job.id)
         return jobs
+
+    def _gather(self, group: list[Job]) -> list[Job]:
+        """More queued jobs of the group's batch key, for up to ``batch_wait`` seconds."""
+        key, room = group[0].batch_key, self.max_batch - sum(job.images for job in group)
+        deadline = time.monotonic() + self.batch_wait
+        more: list[Job] = []
+        while key is not None and room > 0 and self.batch_wait > 0:
+            found = self.store.claim(self.name, room, batch_key=key)
+            more += found
+            room -= sum(job.images for job in found)
+            left = deadline - time.monotonic()
+            if room <= 0 or left <= 0:
+                break
+            self.store.wait_for_work(left)
+        return more
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -26,6 +26,8 @@ class ServerConfig(BaseModel):
     users: dict[str, str] = Field(default_factory=dict, description="HTTP basic auth: user -> password.")
     batch_size: int = Field(8, ge=1, description="Most images the worker draws in one forward pass across "
                                                  "queued jobs; 1 runs one job at a time.")
+    batch_wait: float = Field(0.05, ge=0.0, le=10.0, description="Seconds the worker waits for compatible jobs "
+                                                                 "to fill a batch that has room.")
     preview_every: int = Field(5, ge=0, description="Decode a preview every N steps (0: none).")
     data_dir: Path = Field(Path("outputs/server"), description="The job database and every job's files.")
     limits: ServerLimits = Field(default_factory=ServerLimits)

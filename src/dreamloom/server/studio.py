@@ -44,7 +44,8 @@ class Studio:
         files = JobFiles(config.data_dir / "jobs")
         events = JobEvents()
         runner = GenerationRunner(engine, store, files, events, config.preview_every)
-        worker = Worker(store, {"generate": runner.run}, max_batch=config.batch_size, on_change=events.publish)
+        worker = Worker(store, {"generate": runner.run}, max_batch=config.batch_size, on_change=events.publish,
+                        batch_wait=config.batch_wait)
         return cls(config, settings, engine, store, files, events, worker, {"sd_model_checkpoint": DEFAULT_MODEL})
 
     def start(self) -> list[str]:
