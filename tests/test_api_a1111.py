@@ -201,7 +201,7 @@ def test_other_refusals(url):
     bad_png = requests.post(api + "/png-info", json={"image": "data:image/png;base64,AAAA"})
     assert bad_png.status_code == 422 and bad_png.json()["detail"][0]["loc"] == ["body", "image"]
     interrogate = requests.post(api + "/interrogate", json={"image": "", "model": "clip"})
-    assert interrogate.status_code == 501 and "vision model" in interrogate.json()["detail"]
+    assert interrogate.status_code == 422 and interrogate.json()["detail"][0]["loc"] == ["body", "image"]
 
 
 def test_auth_and_owners_stop_only_their_own_jobs(tmp_path, models_dir):

@@ -62,6 +62,13 @@ def format_infotext(
     return "\n".join(lines)
 
 
+def with_field(infotext: str, key: str, value: object) -> str:
+    """``infotext`` with one more "Key: value" pair on its parameters line (the last line, which
+    ``format_infotext`` always writes): what a front end adds to a run, such as the prompt as
+    written before ``generate --enhance`` rewrote it. ``parse_infotext`` reads it back."""
+    return f"{infotext}, {key}: {_quote(value)}"
+
+
 def parse_infotext(text: str) -> dict[str, str]:
     """Split an infotext into "Prompt", "Negative prompt" and its "Key: value" pairs."""
     lines = text.strip().split("\n")

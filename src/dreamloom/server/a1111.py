@@ -34,6 +34,7 @@ from dreamloom.jobs.model import Job, JobState
 from dreamloom.models.loading import model_hash
 from dreamloom.models.lora import weights_file
 from dreamloom.models.registry import ModelEntry
+from dreamloom.server import vision_api
 from dreamloom.server.auth import caller
 from dreamloom.server.errors import field_error
 from dreamloom.server.images import decode_image
@@ -414,6 +415,11 @@ def png_info(body: PngInfoRequest) -> dict:
     return {"info": info, "items": items, "parameters": parameters}
 
 
-@router.post("/interrogate", status_code=501, summary="Caption an image (not available yet)")
-def interrogate() -> None:
-    raise HTTPException(501, "interrogate needs the vision model (not available yet)")
+class InterrogateRequest(BaseModel):
+    image: str = Field("", description="The image, base64 PNG or JPEG.")
+    model: str = Field("clip", description="A vision model; A1111's clip and deepdanbooru mean the default one.")
+
+
+@router.post("/interrogate", summary="Caption an image with the vision model")
+async def interrogate(body: InterrogateRequest, studio: StudioDep) -> dict:
+    return {"caption": await vision_api.caption_b64(studio, body.image, body.model)}

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from dreamloom import __version__
 from dreamloom.config import Settings
-from dreamloom.server import a1111, jobs_api, openai_images
+from dreamloom.server import a1111, jobs_api, openai_images, vision_api
 from dreamloom.server.body_limit import BodySizeLimit
 from dreamloom.server.config import ServerConfig
 from dreamloom.server.studio import Studio
@@ -35,4 +35,6 @@ def create_app(config: ServerConfig | None = None, settings: Settings | None = N
     app.include_router(jobs_api.router)
     app.include_router(a1111.router)
     app.include_router(openai_images.router)
+    app.include_router(vision_api.openai_router)
+    app.include_router(vision_api.sdnext_router)
     return app

@@ -27,6 +27,7 @@ from dreamloom.models.registry import ModelEntry
 from dreamloom.server.auth import caller
 from dreamloom.server.errors import field_error
 from dreamloom.server.studio import Studio, studio_of
+from dreamloom.vision.registry import VisionModelEntry
 
 
 def _openai_error(status: int, errors: list | str, headers: dict | None = None) -> JSONResponse:
@@ -238,20 +239,25 @@ async def edit_images(request: Request, owner: Annotated[str, Depends(caller)],
     return await _respond(job, params, request, studio)
 
 
-def _model_card(entry: ModelEntry) -> dict:
+def _model_card(entry: ModelEntry | VisionModelEntry) -> dict:
     """A registry model as OpenAI lists one; ``created`` is when its files were written."""
     created = int(entry.path.stat().st_mtime) if entry.path.exists() else 0
     return {"id": entry.name, "object": "model", "created": created, "owned_by": "dreamloom"}
 
 
-@router.get("/models", summary="The models this server draws with (OpenAI-compatible)")
+def _entries(studio: Studio) -> list[ModelEntry | VisionModelEntry]:
+    """The models drawn with (images API), then those that look (chat completions)."""
+    return [*studio.engine.models.registry.entries(), *studio.vision.models()]
+
+
+@router.get("/models", summary="The models this server draws and looks with (OpenAI-compatible)")
 async def list_models(studio: Annotated[Studio, Depends(studio_of)]) -> dict:
-    return {"object": "list", "data": [_model_card(entry) for entry in studio.engine.models.registry.entries()]}
+    return {"object": "list", "data": [_model_card(entry) for entry in _entries(studio)]}
 
 
 @router.get("/models/{model_id:path}", summary="One model (OpenAI-compatible)")
 async def get_model(model_id: str, studio: Annotated[Studio, Depends(studio_of)]) -> dict:
-    for entry in studio.engine.models.registry.entries():
+    for entry in _entries(studio):
         if entry.name == model_id:
             return _model_card(entry)
-    raise HTTPException(404, f"no model {model_id!r}; available: {', '.join(studio.model_names())}")
+    raise HTTPException(404, f"no model {model_id!r}; available: {', '.join(e.name for e in _entries(studio))}")

@@ -22,6 +22,7 @@ from dreamloom.jobs.store import QueueFull, SQLiteJobStore
 from dreamloom.jobs.worker import Worker
 from dreamloom.server.config import ServerConfig
 from dreamloom.server.errors import field_error
+from dreamloom.vision.service import VisionService
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Studio:
     files: JobFiles
     events: JobEvents
     worker: Worker
+    #: The vision models, each loaded by the first request that asks for it.
+    vision: VisionService
     #: AUTOMATIC1111 options set through ``POST /sdapi/v1/options`` (``sd_model_checkpoint`` picks the model).
     options: dict = field(default_factory=dict)
 
@@ -46,7 +49,8 @@ class Studio:
         runner = GenerationRunner(engine, store, files, events, config.preview_every)
         worker = Worker(store, {"generate": runner.run}, max_batch=config.batch_size, on_change=events.publish,
                         batch_wait=config.batch_wait)
-        return cls(config, settings, engine, store, files, events, worker, {"sd_model_checkpoint": DEFAULT_MODEL})
+        return cls(config, settings, engine, store, files, events, worker, VisionService(settings),
+                   {"sd_model_checkpoint": DEFAULT_MODEL})
 
     def start(self) -> list[str]:
         """Requeue the jobs a previous run left running (this server is their only worker), then
