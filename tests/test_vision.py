@@ -217,6 +217,22 @@ def test_enhanced_from_rides_in_the_infotext():
     assert request_from_infotext(marked) == request_from_infotext(text)
 
 
+def test_generate_enhance_records_the_prompt_as_written(vlm_dir, tmp_path):
+    from dreamloom.cli.main import app
+
+    models = tmp_path / "models"
+    models.mkdir()
+    # under the default vision model's name; once the real one ships, the embedded model comes first
+    (models / "dreamloom-tiny-vlm").symlink_to(vlm_dir / "random-vlm")
+    run = CliRunner().invoke(app, ["generate", "a red circle", "--enhance", "--steps", "2", "--models-dir", str(models),
+                                   "--output-dir", str(tmp_path / "out"), "--device", "cpu"])
+    assert run.exit_code == 0, run.output
+    (path,) = (tmp_path / "out").glob("*.png")
+    fields = parse_infotext(Image.open(path).info["parameters"])
+    assert fields["Enhanced from"] == "a red circle" and fields["Prompt"].startswith("a red circle ")
+    assert f"enhanced prompt: {fields['Prompt']}" in " ".join(run.output.split())
+
+
 @needs_shipped
 def test_shipped_model_reads_shapeworld(shipped):
     scenes = sample_scenes(seed=11, count=6, n_objects=1)
