@@ -129,9 +129,11 @@ def answer_passes(answer: str, accepted: tuple[str, ...]) -> bool:
 def judge(backend: VisionBackend, image: Image.Image, prompt: str) -> Judgement:
     """Ask ``backend`` every question of ``prompt`` about ``image``; on ShapeWorld prompts the
     exact scorer's checks ride along for comparison."""
-    answers = []
+    answers, asked = [], {}
     for question in questions_for(prompt):
-        answer = backend.ask(image, question.text)
+        if question.text not in asked:  # two objects of one description share their questions
+            asked[question.text] = backend.ask(image, question.text)
+        answer = asked[question.text]
         answers.append((question.check, question.text, answer, answer_passes(answer, question.accepted)))
     judgement = Judgement(prompt, answers)
     if parse_prompt(prompt).objects:
