@@ -7,6 +7,7 @@ import random
 from collections import Counter
 
 import pytest
+import torch
 from transformers import Llama4ForConditionalGeneration
 from transformers.models.llama4.modeling_llama4 import Llama4TextMoe
 from typer.testing import CliRunner
@@ -17,10 +18,11 @@ from dreamloom.models.registry import embedded_models_dir
 from dreamloom.shapeworld import Scene, ShapeObject, render, sample_scenes
 from dreamloom.vision.processor import load_processor
 from dreamloom.vision.tiny_vlm.config import load_config
+from dreamloom.vision.tiny_vlm.data import QuestionBatches
 from dreamloom.vision.tiny_vlm.evaluate import answer, caption_reading, held_out_questions
 from dreamloom.vision.tiny_vlm.folder import embedded_vlm_path
 from dreamloom.vision.tiny_vlm.questions import KINDS, ask, canonical_scene
-from dreamloom.vision.tiny_vlm.recipe import run_recipe
+from dreamloom.vision.tiny_vlm.recipe import build_processor, run_recipe
 from dreamloom.vision.tiny_vlm.tokenizer import PATCH, build_tokenizer
 
 #: Below the exact match measured on 600 held-out colour/shape/count questions (see MODEL_CARD.md).
@@ -111,6 +113,20 @@ def test_questions_balance_yes_and_no_and_captions_have_one_order():
     assert caption_reading(scene, scene.caption())["correct"]
     assert caption_reading(scene, canonical_scene(scene).caption())["correct"]
     assert not caption_reading(scene, "a large blue square left of a small red circle on a white background")["correct"]
+
+
+def test_training_chats_ask_several_questions_and_supervise_only_the_answers():
+    scenes = sample_scenes(5, 8)
+    batches = QuestionBatches(build_processor(load_config(None)), [render(s) for s in scenes], scenes,
+                              {"caption": 1.0, "colour": 1.0, "count": 1.0}, batch_size=3, turns=2, seed=0)
+    batch, again = batches.batch(7), batches.batch(7)
+    assert torch.equal(batch["input_ids"], again["input_ids"])  # batch n is the same in every run
+    tokenizer = batches.processor.tokenizer
+    for row in range(3):
+        tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][row])
+        assert tokens.count("<|image|>") == 1 and tokens.count("assistant") == 2
+        kept = tokenizer.convert_ids_to_tokens(batch["labels"][row][batch["labels"][row] >= 0])
+        assert kept.count("<|eot|>") == 2 and "user" not in kept and "<|patch|>" not in kept
 
 
 def tiny_recipe(tmp_path, *more: str):

@@ -28,11 +28,13 @@ def _load(model: str | None):
     """The model (eval mode, CPU) and its processor; the shipped tiny model by default."""
     from transformers import Llama4ForConditionalGeneration
 
+    from dreamloom.models.loading import quiet_loading
     from dreamloom.vision.processor import load_processor
     from dreamloom.vision.tiny_vlm.folder import embedded_vlm_path
 
     path = model or str(embedded_vlm_path())
-    return Llama4ForConditionalGeneration.from_pretrained(path).eval(), load_processor(path)
+    with quiet_loading():
+        return Llama4ForConditionalGeneration.from_pretrained(path).eval(), load_processor(path)
 
 
 def _wide() -> Console:

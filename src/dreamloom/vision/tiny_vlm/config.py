@@ -26,8 +26,8 @@ class TextConfig(_Strict):
     num_attention_heads: int = 4
     num_key_value_heads: int = Field(2, description="Grouped-query attention, as Llama 4 (8 KV heads for 40).")
     head_dim: int = Field(32, description="Set explicitly: Llama 4's default (128) is for its 5120-wide model.")
-    intermediate_size: int = Field(256, description="Each routed expert's and the shared expert's MLP width.")
-    intermediate_size_mlp: int = Field(512, description="The dense layers' MLP width.")
+    intermediate_size: int = Field(128, description="Each routed expert's and the shared expert's MLP width.")
+    intermediate_size_mlp: int = Field(384, description="The dense layers' MLP width.")
     num_local_experts: int = Field(4, ge=2)
     num_experts_per_tok: int = Field(1, ge=1, description="Top-k routing; Llama 4 routes each token to 1 expert.")
     interleave_moe_layer_step: int = Field(2, ge=1, description="Every n-th layer is MoE (Maverick: 2, Scout: 1).")
@@ -62,6 +62,7 @@ class VisionConfig(_Strict):
 class DataConfig(_Strict):
     train_scenes: int = Field(40_000, gt=0, description="Scenes rendered once; every step draws fresh questions about them.")
     seed: int = Field(2, description="Seed of the training scenes; held-out scenes come from dreamloom.eval.prompts.")
+    turns: int = Field(4, ge=1, description="Questions asked (and answered) in turn about each training image.")
     kinds: dict[str, float] = Field(
         {"caption": 0.3, "colour": 0.1, "shape": 0.1, "size": 0.05, "count": 0.1, "background": 0.05,
          "relation": 0.1, "position": 0.1, "exists": 0.1},
@@ -79,15 +80,15 @@ class DataConfig(_Strict):
 class TinyVlmConfig(_Strict):
     output_dir: Path = Path("training/tiny-vlm")
     seed: int = 0
-    steps: int = 4000
+    steps: int = 3000
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = Field(0.05, description="AdamW decay of matrices only.")
-    warmup_steps: int = 200
+    warmup_steps: int = 150
     router_aux_loss_coef: float = Field(0.01, ge=0, description="Switch-Transformer load balancing (Fedus et al. 2021).")
     checkpoint_every: int = Field(250, description="Steps between resumable checkpoints.")
     eval_every: int = Field(500, description="Steps between held-out accuracy measurements.")
-    eval_scenes: int = Field(40, gt=0, description="Held-out scenes per group (1, 2, 3 objects) in each measurement.")
+    eval_scenes: int = Field(20, gt=0, description="Held-out scenes per group (1, 2, 3 objects) in each measurement.")
     data: DataConfig = DataConfig()
     text: TextConfig = TextConfig()
     vision: VisionConfig = VisionConfig()

@@ -3,7 +3,11 @@
 Images are rendered once (cached like tiny-SD's); the questions are drawn per step from a
 generator seeded by the step number, so batch ``n`` is the same in every run and a resumed
 run continues with exactly the batches it has not seen. Each example is one chat in the
-model's own template, tokenized by its own processor; the loss covers only the answer.
+model's own template, tokenized by its own processor: one image, then several questions
+in turn, each answered; the loss covers only the answers. Several turns per image give
+the vision encoder several answers' gradient per forward pass; the first turn is exactly
+the single-question chat every caller sends (attention is causal), so training and use
+match.
 """
 
 from __future__ import annotations
@@ -15,34 +19,51 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
-from transformers import BatchFeature, Llama4Processor
+from transformers import BatchFeature, Llama4Processor, PreTrainedTokenizerBase
 
 from dreamloom.shapeworld import Scene, sample_scenes
 from dreamloom.train.tiny_sd.data import rendered_shapeworld
 from dreamloom.vision.tiny_vlm.questions import Question, sample_question
+from dreamloom.vision.tiny_vlm.tokenizer import EOT
 
 IGNORE = -100  # the label transformers' loss skips
 
 
-def user_turn(question: str) -> dict:
-    """One user message: the image, then the question (as Llama 4 prompts put it)."""
-    return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+def user_turn(question: str, image: bool = True) -> dict:
+    """One user message: the image (first turn only), then the question, as Llama 4 prompts put it."""
+    return {"role": "user", "content": [*([{"type": "image"}] if image else []), {"type": "text", "text": question}]}
 
 
-def encode(processor: Llama4Processor, images: Sequence, questions: Sequence[Question]) -> BatchFeature:
-    """Model inputs for whole chats (question and answer), right-padded, with ``labels`` that
-    keep only each answer and its closing ``<|eot|>``: the chat template ends every chat with
-    them, so they are the last tokens before the padding."""
-    chats = [[user_turn(q.text), {"role": "assistant", "content": q.answer}] for q in questions]
-    texts = [processor.apply_chat_template(chat, tokenize=False) for chat in chats]
+def encode(processor: Llama4Processor, images: Sequence, chats: Sequence[Sequence[Question]]) -> BatchFeature:
+    """Model inputs for whole chats (one image, then each question and its answer),
+    right-padded, with ``labels`` that keep only the assistant turns: each answer and its
+    closing ``<|eot|>``."""
+    texts = []
+    for questions in chats:
+        turns = [user_turn(questions[0].text, image=True), {"role": "assistant", "content": questions[0].answer}]
+        for question in questions[1:]:
+            turns += [user_turn(question.text, image=False), {"role": "assistant", "content": question.answer}]
+        texts.append(processor.apply_chat_template(turns, tokenize=False))
     batch = processor(text=texts, images=list(images), padding=True, padding_side="right", return_tensors="pt")
-    labels = torch.full_like(batch["input_ids"], IGNORE)
-    lengths = batch["attention_mask"].sum(dim=1).tolist()
-    for row, (question, length) in enumerate(zip(questions, lengths)):
-        answer = len(processor.tokenizer(question.answer, add_special_tokens=False).input_ids) + 1
-        labels[row, length - answer : length] = batch["input_ids"][row, length - answer : length]
-    batch["labels"] = labels
+    batch["labels"] = torch.where(assistant_mask(batch["input_ids"], processor.tokenizer), batch["input_ids"], IGNORE)
     return batch
+
+
+def assistant_mask(input_ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """True on every token an assistant wrote: from after ``<|header_start|>assistant<|header_end|>``
+    up to and including the ``<|eot|>`` that closes the turn."""
+    start, role, end = tokenizer.convert_tokens_to_ids(["<|header_start|>", "assistant", "<|header_end|>"])
+    eot = tokenizer.convert_tokens_to_ids(EOT)
+    mask = torch.zeros_like(input_ids, dtype=torch.bool)
+    for row, ids in enumerate(input_ids.tolist()):
+        inside = False
+        for i, token in enumerate(ids):
+            if inside:
+                mask[row, i] = True
+                inside = token != eot
+            elif i >= 2 and (ids[i - 2], ids[i - 1], token) == (start, role, end):
+                inside = True
+    return mask
 
 
 def training_scenes(cache: Path, count: int, seed: int, resolution: int) -> tuple[np.ndarray, list[Scene]]:
@@ -53,18 +74,27 @@ def training_scenes(cache: Path, count: int, seed: int, resolution: int) -> tupl
 
 class QuestionBatches(IterableDataset):
     """Endless batches from step ``start`` on: batch ``n`` draws its scenes and questions from
-    ``random.Random((seed, n))``, independent of every other batch."""
+    ``random.Random(f"{seed}-{n}")``, independent of every other batch; each chat asks
+    ``turns`` different questions about its image."""
 
     def __init__(self, processor: Llama4Processor, images: np.ndarray, scenes: list[Scene], kinds: dict[str, float],
-                 batch_size: int, seed: int, start: int = 0):
+                 batch_size: int, turns: int, seed: int, start: int = 0):
         self.processor, self.images, self.scenes, self.kinds = processor, images, scenes, kinds
-        self.batch_size, self.seed, self.start = batch_size, seed, start
+        self.batch_size, self.turns, self.seed, self.start = batch_size, turns, seed, start
+
+    def chat(self, scene: Scene, rng: random.Random) -> list[Question]:
+        questions: dict[str, Question] = {}
+        for _ in range(4 * self.turns):  # a scene may have fewer distinct questions than turns
+            question = sample_question(scene, self.kinds, rng)
+            questions.setdefault(question.text, question)
+            if len(questions) == self.turns:
+                break
+        return list(questions.values())
 
     def batch(self, step: int) -> BatchFeature:
         rng = random.Random(f"{self.seed}-{step}")
         picked = [rng.randrange(len(self.scenes)) for _ in range(self.batch_size)]
-        questions = [sample_question(self.scenes[i], self.kinds, rng) for i in picked]
-        return encode(self.processor, [self.images[i] for i in picked], questions)
+        return encode(self.processor, [self.images[i] for i in picked], [self.chat(self.scenes[i], rng) for i in picked])
 
     def __iter__(self) -> Iterator[BatchFeature]:
         step = self.start

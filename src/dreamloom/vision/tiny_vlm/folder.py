@@ -11,7 +11,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from transformers import GenerationConfig, Llama4ForConditionalGeneration, Llama4Processor
+from transformers import GenerationConfig, Llama4ForConditionalGeneration, Llama4Processor, PreTrainedTokenizerBase
 
 from dreamloom.vision.tiny_vlm.tokenizer import EOS, EOT
 
@@ -30,14 +30,19 @@ def read_marker(folder: Path | str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def write_model_folder(model: Llama4ForConditionalGeneration, processor: Llama4Processor, folder: Path) -> Path:
-    """Write weights (safetensors), config, generation config (greedy, stops at ``<|eot|>``),
-    tokenizer with its chat template, and the marker with the image processor's settings."""
-    tokenizer = processor.tokenizer
-    model.generation_config = GenerationConfig(
+def generation_config(tokenizer: PreTrainedTokenizerBase) -> GenerationConfig:
+    """Greedy decoding that stops at the end of the assistant's turn (or of the text)."""
+    return GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=32,
         eos_token_id=[tokenizer.convert_tokens_to_ids(EOT), tokenizer.convert_tokens_to_ids(EOS)],
     )
+
+
+def write_model_folder(model: Llama4ForConditionalGeneration, processor: Llama4Processor, folder: Path) -> Path:
+    """Write weights (safetensors), config, generation config, tokenizer with its chat
+    template, and the marker with the image processor's settings."""
+    tokenizer = processor.tokenizer
+    model.generation_config = generation_config(tokenizer)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     vision = model.config.vision_config

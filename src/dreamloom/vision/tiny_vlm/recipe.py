@@ -28,7 +28,7 @@ from dreamloom.vision.tiny_vlm.config import TinyVlmConfig, llama4_config
 from dreamloom.vision.tiny_vlm.data import QuestionBatches, training_scenes
 from dreamloom.vision.tiny_vlm.evaluate import evaluate
 from dreamloom.vision.tiny_vlm.experts import parameter_counts
-from dreamloom.vision.tiny_vlm.folder import write_model_folder
+from dreamloom.vision.tiny_vlm.folder import generation_config, write_model_folder
 from dreamloom.vision.tiny_vlm.image_processor import tiny_processor
 from dreamloom.vision.tiny_vlm.tokenizer import build_tokenizer
 
@@ -48,6 +48,7 @@ class VlmModule(pl.LightningModule):
         self.save_hyperparameters(cfg.model_dump(mode="json"))
         self.cfg, self.processor = cfg, processor
         self.model = Llama4ForConditionalGeneration(llama4_config(cfg, processor.tokenizer))
+        self.model.generation_config = generation_config(processor.tokenizer)  # for the held-out curve
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         output = self.model(**batch, output_router_logits=True)
@@ -70,8 +71,8 @@ class VlmModule(pl.LightningModule):
     def train_dataloader(self) -> DataLoader:
         data = self.cfg.data
         images, scenes = training_scenes(self.cfg.output_dir / "data", data.train_scenes, data.seed, self.cfg.vision.image_size)
-        batches = QuestionBatches(self.processor, images, scenes, data.kinds, self.cfg.batch_size, self.cfg.seed,
-                                  start=self.trainer.global_step)
+        batches = QuestionBatches(self.processor, images, scenes, data.kinds, self.cfg.batch_size, data.turns,
+                                  self.cfg.seed, start=self.trainer.global_step)
         return DataLoader(batches, batch_size=None)
 
 
