@@ -156,7 +156,8 @@ def serve(
         errors.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key or --auth: anyone who can reach "
                      "it can use it", highlight=False)
     console.print(f"dreamloom serving on http://{host}:{port}  (API docs: /docs)", highlight=False)
-    uvicorn.run(create_app(config, settings), host=host, port=port, log_level="warning")
+    # open txt2img calls wait for their jobs; the jobs themselves survive a restart, so do not wait on them
+    uvicorn.run(create_app(config, settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
 
 
 @app.command()

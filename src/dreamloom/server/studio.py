@@ -60,7 +60,8 @@ class Studio:
         return requeued
 
     def stop(self) -> None:
-        self.worker.stop()
+        """Stop taking jobs; a batch still running is requeued by the next start if it does not end first."""
+        self.worker.stop(timeout=5.0)
 
     @property
     def default_model(self) -> str:
