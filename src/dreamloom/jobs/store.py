@@ -97,20 +97,23 @@ class SQLiteJobStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._work = threading.Condition()
+        self._local = threading.local()
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        # a connection per call: sqlite3 connections must not cross threads, and opening one is cheap
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            yield db
-        finally:
-            db.close()
+        """This thread's connection to the file, opened once: sqlite3 connections must not cross
+        threads, and closing the last one checkpoints the journal (a disk sync), far too slow
+        for a write per denoising step."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA synchronous=NORMAL")  # with WAL every commit survives a crash of the process
+            self._local.db = db
+        yield db
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -130,15 +133,21 @@ class SQLiteJobStore:
         ``new_job_id``) lets the caller store the job's input files before submitting it."""
         job = Job(id=job_id or new_job_id(), kind=kind, request=request, owner=owner, batch_key=batch_key,
                   images=images, created=time.time())
-        with self._transaction() as db:
-            if max_queued is not None:
-                (waiting,) = db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()
-                if waiting >= max_queued:
-                    raise QueueFull(f"the queue is full ({waiting} jobs waiting or running; limit {max_queued})")
-            db.execute(
-                "INSERT INTO jobs (id, kind, request, state, owner, batch_key, images, created) VALUES (?,?,?,?,?,?,?,?)",
-                (job.id, kind, dumps(request), JobState.queued.value, owner, batch_key, images, job.created),
-            )
+        with self._connect() as db:
+            db.execute("PRAGMA synchronous=FULL")  # an accepted job survives a power cut too, not only a crash
+            try:
+                with self._transaction() as tx:
+                    if max_queued is not None:
+                        (waiting,) = tx.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()
+                        if waiting >= max_queued:
+                            raise QueueFull(f"the queue is full ({waiting} jobs waiting or running; limit {max_queued})")
+                    tx.execute(
+                        "INSERT INTO jobs (id, kind, request, state, owner, batch_key, images, created) "
+                        "VALUES (?,?,?,?,?,?,?,?)",
+                        (job.id, kind, dumps(request), JobState.queued.value, owner, batch_key, images, job.created),
+                    )
+            finally:
+                db.execute("PRAGMA synchronous=NORMAL")
         with self._work:
             self._work.notify_all()
         return job
