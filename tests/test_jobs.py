@@ -169,3 +169,9 @@ def test_worker_waits_briefly_to_fill_a_batch(store):
     thread.join(10)
     assert groups == [[0, 2, 3]]  # full at 3 images: no need to wait out the 2 s
     assert [j.request["n"] for j in store.claim("w", 3)] == [1]
+    store.submit("generate", {"n": 4}, batch_key="k")
+    worker.run_next()
+    store.submit("generate", {"n": 5}, batch_key="k")
+    start = time.monotonic()
+    worker.run_next()  # the last group was alone: no waiting
+    assert groups[1:] == [[4], [5]] and time.monotonic() - start < 1.0

@@ -28,12 +28,14 @@ class Worker:
     ``batch_wait`` seconds are spent gathering compatible jobs when a group has room left:
     clients that resubmit as soon as their last images arrive reach the queue a few
     milliseconds after the worker is free again, and would otherwise each run alone (the
-    dynamic-batching delay of inference servers)."""
+    dynamic-batching delay of inference servers). It is spent only while the previous group
+    had company, so a lone client never waits."""
 
     def __init__(self, store: JobStore, handlers: dict[str, Handler], max_batch: int = 8, poll_seconds: float = 1.0,
                  on_change: Callable[[str], None] | None = None, batch_wait: float = 0.0):
         self.store, self.handlers, self.max_batch = store, handlers, max_batch
         self.batch_wait = batch_wait
+        self._gathering = True  # the last group held several jobs: others are likely on their way
         self.poll_seconds = poll_seconds
         self.on_change = on_change
         self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -57,7 +59,9 @@ class Worker:
         jobs = self.store.claim(self.name, self.max_batch)
         if not jobs:
             return []
-        jobs += self._gather(jobs)
+        if self._gathering:
+            jobs += self._gather(jobs)
+        self._gathering = len(jobs) > 1
         for job in jobs:
             self._changed(job.id)
         handler = self.handlers.get(jobs[0].kind)
