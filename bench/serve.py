@@ -8,7 +8,7 @@ distinct seeds) one after another; throughput is images per second of wall time,
 per request, submit to images received. Modes run in the order off, on, on, off; each row is
 the mean of its two runs.
 
-    python bench/serve.py            # writes bench/results/serve.json (about 5 minutes)
+    python bench/serve.py            # writes bench/results/serve.json (about 8 minutes)
 """
 
 from __future__ import annotations
