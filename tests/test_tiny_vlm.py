@@ -18,7 +18,7 @@ from dreamloom.models.registry import embedded_models_dir
 from dreamloom.shapeworld import Scene, ShapeObject, render, sample_scenes
 from dreamloom.vision.processor import load_processor
 from dreamloom.vision.tiny_vlm.config import load_config
-from dreamloom.vision.tiny_vlm.data import QuestionBatches
+from dreamloom.vision.tiny_vlm.data import CELL_COLOURS, CELL_SHAPES, QuestionBatches, cell_targets
 from dreamloom.vision.tiny_vlm.evaluate import answer, caption_reading, held_out_questions
 from dreamloom.vision.tiny_vlm.folder import embedded_vlm_path
 from dreamloom.vision.tiny_vlm.questions import KINDS, ask, canonical_scene
@@ -118,9 +118,10 @@ def test_questions_balance_yes_and_no_and_captions_have_one_order():
 def test_training_chats_ask_several_questions_and_supervise_only_the_answers():
     scenes = sample_scenes(5, 8)
     batches = QuestionBatches(build_processor(load_config(None)), [render(s) for s in scenes], scenes,
-                              {"caption": 1.0, "colour": 1.0, "count": 1.0}, batch_size=3, turns=2, seed=0)
+                              {"caption": 1.0, "colour": 1.0, "count": 1.0}, batch_size=3, turns=2, grid=4, seed=0)
     batch, again = batches.batch(7), batches.batch(7)
     assert torch.equal(batch["input_ids"], again["input_ids"])  # batch n is the same in every run
+    assert batch["cell_shapes"].shape == batch["cell_colours"].shape == (3, 16)
     tokenizer = batches.processor.tokenizer
     for row in range(3):
         tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][row])
@@ -129,24 +130,35 @@ def test_training_chats_ask_several_questions_and_supervise_only_the_answers():
         assert kept.count("<|eot|>") == 2 and "user" not in kept and "<|patch|>" not in kept
 
 
+def test_cell_targets_name_what_covers_each_image_token_cell():
+    scene = Scene((ShapeObject("star", "red", "large", 16, 16),), "blue")  # 32 px box over the top-left 2x2 cells
+    shapes, colours = cell_targets(scene, grid=4)
+    assert [CELL_SHAPES[i] for i in shapes[:2] + shapes[4:6]] == ["star"] * 4
+    assert {CELL_SHAPES[i] for i in shapes[2:4] + shapes[6:]} == {"none"}
+    assert CELL_COLOURS[colours[0]] == "red" and CELL_COLOURS[colours[15]] == "blue"
+
+
 def tiny_recipe(tmp_path, *more: str):
     overrides = [f"output_dir={tmp_path}", "steps=3", "batch_size=4", "data.train_scenes=16", "checkpoint_every=1",
                  "eval_every=2", "eval_scenes=1", "warmup_steps=1", "text.hidden_size=32", "text.num_hidden_layers=2",
                  "text.head_dim=8", "text.intermediate_size=32", "text.intermediate_size_mlp=64", "vision.hidden_size=16",
-                 "vision.num_hidden_layers=1", "vision.projector_dim=16", *more]
+                 "vision.num_hidden_layers=1", "vision.projector_dim=16", "vision_stage.steps=2",
+                 "vision_stage.batch_size=4", *more]
     return load_config(None, overrides)
 
 
 def test_recipe_trains_writes_a_loadable_folder_and_resumes(tmp_path):
     folder = run_recipe(tiny_recipe(tmp_path))
-    assert (tmp_path / "vlm" / "checkpoints" / "last.ckpt").exists()
-    assert (tmp_path / "vlm" / "loss.png").exists() and (tmp_path / "vlm" / "accuracy_curve.png").exists()
+    for stage, curve in (("vision", "cell_curve.png"), ("vlm", "accuracy_curve.png")):
+        assert (tmp_path / stage / "checkpoints" / "last.ckpt").exists()
+        assert (tmp_path / stage / "loss.png").exists() and (tmp_path / stage / curve).exists()
     trained = Llama4ForConditionalGeneration.from_pretrained(folder)
     assert trained.config.text_config.hidden_size == 32 and type(load_processor(folder)).__name__ == "Llama4Processor"
     with pytest.raises(ValueError, match="--resume latest"):
         run_recipe(tiny_recipe(tmp_path))
-    run_recipe(tiny_recipe(tmp_path, "steps=4"), resume="latest")
-    assert json.loads((tmp_path / "report.json").read_text())["steps"] == 4
+    run_recipe(tiny_recipe(tmp_path, "steps=4"), resume="latest")  # stage 1 is done: not run again
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["steps"] == 4 and report["vision_stage"]["steps"] == 2
     curve = [json.loads(line) for line in (tmp_path / "vlm" / "accuracy_curve.jsonl").read_text().splitlines()]
     assert [row["step"] for row in curve] == [2, 3, 4]
 

@@ -54,9 +54,9 @@ class VisionConfig(_Strict):
         return self
 
     @property
-    def image_tokens(self) -> int:
-        """``<|patch|>`` tokens (image features) per image."""
-        return int((self.image_size // self.patch_size) ** 2 * self.pixel_shuffle_ratio**2)
+    def grid(self) -> int:
+        """Image tokens per side: each ``<|patch|>`` stands for one cell of a grid x grid split."""
+        return int(self.image_size // self.patch_size * self.pixel_shuffle_ratio)
 
 
 class DataConfig(_Strict):
@@ -77,19 +77,31 @@ class DataConfig(_Strict):
         return self
 
 
+class VisionStageConfig(_Strict):
+    """Stage 1: the vision encoder alone learns to read what lies in each image token's cell."""
+
+    steps: int = Field(1500, ge=0, description="Steps of stage 1 (0: none; the encoder then learns from answers only).")
+    batch_size: int = Field(128, gt=0, description="Images per step (no text: a step costs little).")
+    lr: float = 3e-3
+    warmup_steps: int = 100
+
+
 class TinyVlmConfig(_Strict):
     output_dir: Path = Path("training/tiny-vlm")
     seed: int = 0
-    steps: int = 3000
+    steps: int = Field(2000, description="Steps of stage 2: the whole model on captions and questions.")
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = Field(0.05, description="AdamW decay of matrices only.")
     warmup_steps: int = 150
     router_aux_loss_coef: float = Field(0.01, ge=0, description="Switch-Transformer load balancing (Fedus et al. 2021).")
+    cell_loss_weight: float = Field(1.0, ge=0, description="Weight in stage 2 of stage 1's read-out of the image tokens "
+                                                           "(vision_stage.CellHead).")
     checkpoint_every: int = Field(250, description="Steps between resumable checkpoints.")
     eval_every: int = Field(500, description="Steps between held-out accuracy measurements.")
     eval_scenes: int = Field(20, gt=0, description="Held-out scenes per group (1, 2, 3 objects) in each measurement.")
     data: DataConfig = DataConfig()
+    vision_stage: VisionStageConfig = VisionStageConfig()
     text: TextConfig = TextConfig()
     vision: VisionConfig = VisionConfig()
 

@@ -8,6 +8,9 @@ in turn, each answered; the loss covers only the answers. Several turns per imag
 the vision encoder several answers' gradient per forward pass; the first turn is exactly
 the single-question chat every caller sends (attention is causal), so training and use
 match.
+
+Each batch also carries what lies under each image token's cell of the image (the shape
+and colour covering it), read from the ground truth: the recipe's auxiliary loss.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from torch.utils.data import IterableDataset
 from transformers import BatchFeature, Llama4Processor, PreTrainedTokenizerBase
 
 from dreamloom.shapeworld import Scene, sample_scenes
+from dreamloom.shapeworld.vocab import BACKGROUND_COLOURS, REFERENCE_RESOLUTION, SHAPES, SIZES
 from dreamloom.train.tiny_sd.data import rendered_shapeworld
 from dreamloom.vision.tiny_vlm.questions import Question, sample_question
 from dreamloom.vision.tiny_vlm.tokenizer import EOT
 
 IGNORE = -100  # the label transformers' loss skips
+CELL_SHAPES: tuple[str, ...] = ("none", *SHAPES)
+CELL_COLOURS: tuple[str, ...] = tuple(BACKGROUND_COLOURS)
 
 
 def user_turn(question: str, image: bool = True) -> dict:
@@ -72,17 +78,39 @@ def training_scenes(cache: Path, count: int, seed: int, resolution: int) -> tupl
     return images, sample_scenes(seed, count, resolution=resolution)
 
 
+def cell_targets(scene: Scene, grid: int) -> tuple[list[int], list[int]]:
+    """For each of ``grid`` x ``grid`` cells (row-major, as pixel shuffle orders image tokens):
+    the index in ``CELL_SHAPES`` and ``CELL_COLOURS`` of the object whose bounding box covers
+    most of the cell, or "none" and the background colour where none covers a fifth of it."""
+    side = scene.resolution / grid
+    scale = scene.resolution / REFERENCE_RESOLUTION
+    shapes, colours = [], []
+    for row in range(grid):
+        for column in range(grid):
+            best, best_cover = None, 0.2 * side * side
+            for obj in scene.objects:
+                half = SIZES[obj.size] * scale / 2
+                width = min(obj.cx + half, (column + 1) * side) - max(obj.cx - half, column * side)
+                height = min(obj.cy + half, (row + 1) * side) - max(obj.cy - half, row * side)
+                if width > 0 and height > 0 and width * height > best_cover:
+                    best, best_cover = obj, width * height
+            shapes.append(CELL_SHAPES.index(best.shape if best else "none"))
+            colours.append(CELL_COLOURS.index(best.colour if best else scene.background))
+    return shapes, colours
+
+
 class QuestionBatches(IterableDataset):
     """Endless batches from step ``start`` on: batch ``n`` draws its scenes and questions from
     ``random.Random(f"{seed}-{n}")``, independent of every other batch; each chat asks
-    ``turns`` different questions about its image."""
+    ``turns`` different questions about its image. ``grid``: image tokens per side."""
 
     def __init__(self, processor: Llama4Processor, images: np.ndarray, scenes: list[Scene], kinds: dict[str, float],
-                 batch_size: int, turns: int, seed: int, start: int = 0):
+                 batch_size: int, turns: int, grid: int, seed: int, start: int = 0):
         self.processor, self.images, self.scenes, self.kinds = processor, images, scenes, kinds
-        self.batch_size, self.turns, self.seed, self.start = batch_size, turns, seed, start
+        self.batch_size, self.turns, self.grid, self.seed, self.start = batch_size, turns, grid, seed, start
 
     def chat(self, scene: Scene, rng: random.Random) -> list[Question]:
+        """``turns`` questions about ``scene`` with different texts (fewer if it has fewer)."""
         questions: dict[str, Question] = {}
         for _ in range(4 * self.turns):  # a scene may have fewer distinct questions than turns
             question = sample_question(scene, self.kinds, rng)
@@ -94,7 +122,10 @@ class QuestionBatches(IterableDataset):
     def batch(self, step: int) -> BatchFeature:
         rng = random.Random(f"{self.seed}-{step}")
         picked = [rng.randrange(len(self.scenes)) for _ in range(self.batch_size)]
-        return encode(self.processor, [self.images[i] for i in picked], [self.chat(self.scenes[i], rng) for i in picked])
+        batch = encode(self.processor, [self.images[i] for i in picked], [self.chat(self.scenes[i], rng) for i in picked])
+        shapes, colours = zip(*(cell_targets(self.scenes[i], self.grid) for i in picked))
+        batch["cell_shapes"], batch["cell_colours"] = torch.tensor(shapes), torch.tensor(colours)
+        return batch
 
     def __iter__(self) -> Iterator[BatchFeature]:
         step = self.start
