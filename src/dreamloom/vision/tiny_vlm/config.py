@@ -32,6 +32,7 @@ class TextConfig(_Strict):
     num_experts_per_tok: int = Field(1, ge=1, description="Top-k routing; Llama 4 routes each token to 1 expert.")
     interleave_moe_layer_step: int = Field(2, ge=1, description="Every n-th layer is MoE (Maverick: 2, Scout: 1).")
     no_rope_layer_interval: int = Field(4, description="Every n-th layer attends without RoPE (iRoPE), as Llama 4.")
+    use_qk_norm: bool = Field(True, description="RMS-normalize queries and keys in RoPE layers (Scout: yes, Maverick: no).")
 
 
 class VisionConfig(_Strict):
@@ -62,7 +63,10 @@ class VisionConfig(_Strict):
 class DataConfig(_Strict):
     train_scenes: int = Field(40_000, gt=0, description="Scenes rendered once; every step draws fresh questions about them.")
     seed: int = Field(2, description="Seed of the training scenes; held-out scenes come from dreamloom.eval.prompts.")
-    turns: int = Field(4, ge=1, description="Questions asked (and answered) in turn about each training image.")
+    turns: int = Field(1, ge=1, description="Questions asked (and answered) in turn about each training image. More "
+                                           "than one is cheaper per answer but lets later answers copy earlier ones "
+                                           "(after a caption, \"Is there a red square?\" needs no look at the image): "
+                                           "at 4 the model captioned 77 % right but answered yes/no at chance.")
     kinds: dict[str, float] = Field(
         {"caption": 0.3, "colour": 0.1, "shape": 0.1, "size": 0.05, "count": 0.1, "background": 0.05,
          "relation": 0.1, "position": 0.1, "exists": 0.1},
@@ -90,7 +94,7 @@ class TinyVlmConfig(_Strict):
     output_dir: Path = Path("training/tiny-vlm")
     seed: int = 0
     steps: int = Field(2000, description="Steps of stage 2: the whole model on captions and questions.")
-    batch_size: int = 32
+    batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = Field(0.05, description="AdamW decay of matrices only.")
     warmup_steps: int = 150
