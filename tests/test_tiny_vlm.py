@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from dreamloom.cli.main import app
 from dreamloom.eval.clip_embedding import EMBEDDED_CLIP
+from dreamloom.eval.prompts import held_out_scenes
 from dreamloom.models.registry import embedded_models_dir
 from dreamloom.shapeworld import Scene, ShapeObject, render, sample_scenes
 from dreamloom.vision.processor import load_processor
@@ -25,7 +26,7 @@ from dreamloom.vision.tiny_vlm.questions import KINDS, ask, canonical_scene
 from dreamloom.vision.tiny_vlm.recipe import build_processor, run_recipe
 from dreamloom.vision.tiny_vlm.tokenizer import PATCH, build_tokenizer
 
-#: Below the exact match measured on 600 held-out colour/shape/count questions (see MODEL_CARD.md).
+#: Well below the exact match measured on 869 held-out colour/shape/count questions (90.7-99.3 %, MODEL_CARD.md).
 ANSWER_FLOOR = 0.8
 
 
@@ -92,17 +93,18 @@ def test_load_processor_uses_autoprocessor_for_other_folders():
 
 
 @needs_shipped
-def test_plain_generate_on_the_processor_output_describes_the_image(model, processor):
-    """The path any backend takes: stock from_pretrained, the processor, plain generate."""
-    scene = sample_scenes(1_000_001, 1, n_objects=1)[0]  # a held-out one-object scene
-    inputs = processor.apply_chat_template([image_chat(render(scene), "Describe the image.")], add_generation_prompt=True,
-                                           tokenize=True, return_dict=True, return_tensors="pt")
+def test_plain_generate_on_the_processor_output_describes_held_out_images(model, processor):
+    """The path any backend takes: stock from_pretrained, the processor's chat template, plain generate."""
+    scenes = held_out_scenes(6, 2)  # two objects and their relation (98 % read back right over 100)
+    chats = [image_chat(render(scene), "Describe the image.") for scene in scenes]
+    inputs = processor.apply_chat_template(chats, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt", padding=True)
     output = model.generate(**inputs, max_new_tokens=32)
-    caption = processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    assert caption_reading(scene, caption)["objects"], caption
+    captions = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    right = sum(caption_reading(scene, caption)["correct"] for scene, caption in zip(scenes, captions))
+    assert right >= 4, captions
 
 
-@needs_shipped
 def test_shipped_model_answers_held_out_colour_shape_and_count_questions(model, processor):
     pairs = [p for p in held_out_questions(5, kinds=("colour", "shape", "count")) if p[1].kind != "caption"][:30]
     replies = answer(model, processor, [render(s) for s, _ in pairs], [q.text for _, q in pairs], max_new_tokens=4)
