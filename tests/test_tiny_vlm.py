@@ -30,11 +30,6 @@ from dreamloom.vision.tiny_vlm.tokenizer import PATCH, build_tokenizer
 ANSWER_FLOOR = 0.8
 
 
-SHIPPED = (embedded_vlm_path() / "model.safetensors").exists()
-#: The recipe is in; the trained weights land with the model card once they pass the quality bar.
-needs_shipped = pytest.mark.skipif(not SHIPPED, reason="dreamloom-tiny-vlm's weights are not shipped yet")
-
-
 @pytest.fixture(scope="module")
 def model() -> Llama4ForConditionalGeneration:
     return Llama4ForConditionalGeneration.from_pretrained(embedded_vlm_path()).eval()
@@ -49,7 +44,6 @@ def image_chat(image, question: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]
 
 
-@needs_shipped
 def test_shipped_model_is_an_interleaved_llama4_mixture_of_experts(model):
     text = model.config.text_config
     assert text.num_local_experts >= 4 and text.num_experts_per_tok == 1 and text.interleave_moe_layer_step == 2
@@ -61,7 +55,6 @@ def test_shipped_model_is_an_interleaved_llama4_mixture_of_experts(model):
     assert (embedded_vlm_path() / "model.safetensors").stat().st_size < 10_000_000
 
 
-@needs_shipped
 def test_chat_template_with_an_image_gives_one_patch_token_per_image_feature(model, processor):
     image = render(sample_scenes(7, 1)[0])
     inputs = processor.apply_chat_template([image_chat(image, "Describe the image.")], add_generation_prompt=True,
@@ -92,7 +85,6 @@ def test_load_processor_uses_autoprocessor_for_other_folders():
     assert type(processor).__name__ == "CLIPProcessor"
 
 
-@needs_shipped
 def test_plain_generate_on_the_processor_output_describes_held_out_images(model, processor):
     """The path any backend takes: stock from_pretrained, the processor's chat template, plain generate."""
     scenes = held_out_scenes(6, 2)  # two objects and their relation (98 % read back right over 100)
@@ -174,7 +166,6 @@ def test_recipe_trains_writes_a_loadable_folder_and_resumes(tmp_path):
     assert [row["step"] for row in curve] == [2, 3, 4]
 
 
-@needs_shipped
 def test_vlm_experts_reports_active_parameters_and_usage_shares(tmp_path):
     result = CliRunner().invoke(app, ["vlm", "experts", "--examples", "8", "--plot", str(tmp_path / "usage.png"),
                                       "--json", str(tmp_path / "usage.json")])
