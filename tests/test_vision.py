@@ -66,8 +66,9 @@ def backend(vlm_dir) -> LocalBackend:
 
 
 @pytest.fixture(scope="module")
-def shipped() -> LocalBackend:
-    return open_backend(VisionConfig(), Settings(models_dir=None, device="cpu"))
+def shipped(tmp_path_factory) -> LocalBackend:
+    """The embedded model, with an empty models folder beside it."""
+    return open_backend(VisionConfig(), Settings(models_dir=tmp_path_factory.mktemp("no-models"), device="cpu"))
 
 
 def huge_png(width: int, height: int) -> bytes:
