@@ -7,6 +7,7 @@ reach a file outside the models folder; explicit paths are for the local command
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -33,6 +34,16 @@ class ModelEntry:
     @property
     def path(self) -> Path:
         return Path(self.location)
+
+    def native_size(self) -> int | None:
+        """A diffusers folder's trained resolution, read from its configs without loading weights
+        (UNet sample size times the VAE's downscale); None when the configs do not say."""
+        try:
+            unet = json.loads((self.path / "unet" / "config.json").read_text())
+            vae = json.loads((self.path / "vae" / "config.json").read_text())
+            return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        except (OSError, KeyError, TypeError, ValueError):
+            return None
 
 
 def embedded_models_dir() -> Path:

@@ -37,4 +37,8 @@ def create_app(config: ServerConfig | None = None, settings: Settings | None = N
     app.include_router(openai_images.router)
     app.include_router(vision_api.openai_router)
     app.include_router(vision_api.sdnext_router)
+    if config.ui:
+        from dreamloom.ui.app import mount_ui  # Gradio's import costs seconds; API-only servers skip it
+
+        mount_ui(app, studio)
     return app

@@ -29,6 +29,7 @@ class ServerConfig(BaseModel):
     batch_wait: float = Field(0.05, ge=0.0, le=10.0, description="Seconds the worker waits for compatible jobs "
                                                                  "to fill a batch that has room.")
     preview_every: int = Field(5, ge=0, description="Decode a preview every N steps (0: none).")
+    ui: bool = Field(True, description="Serve the web UI at / (the APIs keep their paths).")
     data_dir: Path = Field(Path("outputs/server"), description="The job database and every job's files.")
     limits: ServerLimits = Field(default_factory=ServerLimits)
 

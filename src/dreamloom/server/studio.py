@@ -9,16 +9,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
+from PIL import Image
 
 from dreamloom.config import Settings
 from dreamloom.generate.engine import Engine
 from dreamloom.generate.lora_syntax import lora_weights
 from dreamloom.generate.request import DEFAULT_MODEL, GenerationRequest
+from dreamloom.train.dreambooth.request import TrainingRequest
 from dreamloom.jobs.events import JobEvents
 from dreamloom.jobs.files import JobFiles
+from dreamloom.jobs.generation import KIND as GENERATE
 from dreamloom.jobs.generation import GenerationRunner, submit_generation
 from dreamloom.jobs.model import Job
 from dreamloom.jobs.store import QueueFull, SQLiteJobStore
+from dreamloom.jobs.training import KIND as TRAIN
+from dreamloom.jobs.training import TrainingRunner, submit_training
 from dreamloom.jobs.worker import Worker
 from dreamloom.server.config import ServerConfig
 from dreamloom.server.errors import field_error
@@ -47,8 +52,9 @@ class Studio:
         files = JobFiles(config.data_dir / "jobs")
         events = JobEvents()
         runner = GenerationRunner(engine, store, files, events, config.preview_every)
-        worker = Worker(store, {"generate": runner.run}, max_batch=config.batch_size, on_change=events.publish,
-                        batch_wait=config.batch_wait)
+        trainer = TrainingRunner(settings, store, files, events)
+        worker = Worker(store, {GENERATE: runner.run, TRAIN: trainer.run}, max_batch=config.batch_size,
+                        on_change=events.publish, batch_wait=config.batch_wait)
         return cls(config, settings, engine, store, files, events, worker, VisionService(settings),
                    {"sd_model_checkpoint": DEFAULT_MODEL})
 
@@ -93,6 +99,18 @@ class Studio:
             return submit_generation(self.store, self.files, request, owner, self.config.limits.max_queue, origin)
         except QueueFull as error:
             raise HTTPException(429, str(error)) from None
+
+    def submit_training(self, request: TrainingRequest, images: list[Image.Image], owner: str, origin: str) -> Job:
+        """Queue a DreamBooth run; a 422 names what is wrong with it, a 429 says the queue is full."""
+        try:
+            return submit_training(self.store, self.files, self.settings, request, images, owner,
+                                   self.config.limits.max_queue, origin)
+        except QueueFull as error:
+            raise HTTPException(429, str(error)) from None
+        except ValueError as error:
+            field, _, message = str(error).partition(": ")
+            known = field in TrainingRequest.model_fields or field == "images"
+            raise field_error(field if known else "request", message if known else str(error)) from None
 
     def job(self, job_id: str, owner: str) -> Job:
         """The caller's job, or 404 (another caller's job is not theirs to see)."""

@@ -13,7 +13,7 @@ import re
 import resource
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,7 +143,7 @@ def make_logger(cfg: DreamBoothConfig) -> Logger | bool:
     return False
 
 
-def make_trainer(cfg: DreamBoothConfig, logger: Logger | bool) -> pl.Trainer:
+def make_trainer(cfg: DreamBoothConfig, logger: Logger | bool, extra: Sequence[pl.Callback] = ()) -> pl.Trainer:
     checkpointing = ModelCheckpoint(
         dirpath=cfg.output_dir / "checkpoints", filename="{step:06d}", every_n_train_steps=cfg.checkpointing_steps,
         save_top_k=cfg.checkpoints_total_limit, monitor="step", mode="max",
@@ -153,6 +153,7 @@ def make_trainer(cfg: DreamBoothConfig, logger: Logger | bool) -> pl.Trainer:
         LossCurve(cfg.output_dir / "loss.jsonl", "train/loss", every=cfg.loss_every),
         ValidationSamples(cfg.validation, cfg.output_dir / "samples"),
         StepProgressBar(),
+        *extra,
     ]
     return pl.Trainer(
         max_steps=cfg.max_steps, max_epochs=-1, accelerator=cfg.accelerator, devices=cfg.devices,
@@ -185,8 +186,10 @@ def run_dreambooth(
     cfg: DreamBoothConfig,
     resume: str | None = None,
     class_progress: Callable[[int, int], None] | None = None,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> DreamBoothResult | None:
     """Train as ``cfg`` says (continuing from ``resume``: a checkpoint path or "latest").
+    ``callbacks`` join the trainer's own (a job runner's progress and cancel hooks).
 
     Returns what was written, on the global-zero process; None on the other DDP processes."""
     started = time.perf_counter()
@@ -207,7 +210,7 @@ def run_dreambooth(
         classes = find_examples(cfg.class_dir, cfg.class_prompt)[: cfg.num_class_images]
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = DreamBoothTraining(cfg, base, instances, classes, resolution)
-    trainer = make_trainer(cfg, logger)
+    trainer = make_trainer(cfg, logger, callbacks)
     drop_after(cfg.output_dir / "loss.jsonl", checkpoint_step(checkpoint) if checkpoint else 0)
     trainer.fit(module, ckpt_path=str(checkpoint) if checkpoint else None)
     if not trainer.is_global_zero:

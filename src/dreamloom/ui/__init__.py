@@ -1,0 +1,1 @@
+"""The web UI (Gradio), mounted by the server at ``/``; see ``dreamloom.ui.app``."""
