@@ -138,24 +138,26 @@ def serve(
         min=0.0, max=10.0, help="Seconds to wait for compatible jobs to fill a batch that has room.")] = 0.05,
     preview_every: Annotated[int, typer.Option(min=0, help="Decode a preview every N steps (0: none).")] = 5,
     data_dir: Annotated[Path, typer.Option(help="The job database and every job's files.")] = Path("outputs/server"),
+    ui: Annotated[bool, typer.Option(help="Serve the web UI at / (--no-ui: the APIs only).")] = True,
     models_dir: Annotated[Path | None, typer.Option(help="Models folder (default: ./models or $DREAMLOOM_MODELS_DIR).")] = None,
     device: Annotated[str | None, typer.Option(help="cuda, mps, xpu or cpu.")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32, float16 or bfloat16.")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Allow .ckpt/.bin/.pt weights (they can run code).")] = False,
 ) -> None:
-    """Serve the AUTOMATIC1111 API (/sdapi/v1), the OpenAI images API (/v1) and the job API (/api/v1)."""
+    """Serve the web UI (/), the AUTOMATIC1111 API (/sdapi/v1), the OpenAI API (/v1) and the job API (/api/v1)."""
     import uvicorn
 
     from dreamloom.server.app import create_app
 
     config = ServerConfig(host=host, port=port, api_keys=api_key or [], users=_parse_users(auth or []),
                           batch_size=batch_size, batch_wait=batch_wait, preview_every=preview_every, data_dir=data_dir,
-                          limits=ServerLimits(**values))
+                          ui=ui, limits=ServerLimits(**values))
     settings = Settings.from_env(models_dir=models_dir, device=device, dtype=dtype, allow_pickle=allow_pickle or None)
     if host not in ("127.0.0.1", "localhost", "::1") and not config.auth_required:
         errors.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key or --auth: anyone who can reach "
                      "it can use it", highlight=False)
-    console.print(f"dreamloom serving on http://{host}:{port}  (API docs: /docs)", highlight=False)
+    console.print(f"dreamloom serving on http://{host}:{port}  ({'web UI: /, ' if ui else ''}API docs: /docs)",
+                  highlight=False)
     # open txt2img calls wait for their jobs; the jobs themselves survive a restart, so do not wait on them
     uvicorn.run(create_app(config, settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
 
