@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from dreamloom.server.errors import field_error
 
 
-def decode_image(data: str, field: str) -> Image.Image:
+def decode_image(data: str, field: str | tuple) -> Image.Image:
     """The image in ``data``; a 422 naming ``field`` when it is not a decodable image."""
     if data.startswith("data:"):
         data = data.partition(",")[2]

@@ -14,6 +14,7 @@ from dreamloom.jobs.model import Job, JobState
 from dreamloom.server.auth import caller
 from dreamloom.server.images import decode_image
 from dreamloom.server.studio import Studio, studio_of
+from dreamloom.train.dreambooth.request import TrainingRequest
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
@@ -32,6 +33,16 @@ class JobRequest(GenerationRequest):
         return GenerationRequest.model_validate({**self.model_dump(exclude={"init_image", "mask"}), **images})
 
 
+class TrainJobRequest(TrainingRequest):
+    """A DreamBooth run as JSON: the subject's images as base64 (a ``data:`` prefix is accepted)."""
+
+    images: list[str] = Field(..., min_length=1, max_length=32, description="3-5 images of the subject, base64.")
+
+    def to_request(self) -> tuple[TrainingRequest, list]:
+        images = [decode_image(value, ("images", i)) for i, value in enumerate(self.images)]
+        return TrainingRequest.model_validate(self.model_dump(exclude={"images"})), images
+
+
 def _view(job: Job, request: Request) -> dict:
     view = job.public()
     base = str(request.url_for("job_file", job_id=job.id, name="_")).removesuffix("_")
@@ -43,6 +54,15 @@ def _view(job: Job, request: Request) -> dict:
 def submit_job(body: JobRequest, request: Request, owner: Annotated[str, Depends(caller)],
                studio: Annotated[Studio, Depends(studio_of)]) -> dict:
     job = studio.submit(body.to_request(), owner, origin="api")
+    return _view(studio.store.get(job.id) or job, request)
+
+
+@router.post("/train", status_code=202, summary="Queue a DreamBooth training job; returns its id at once")
+def submit_train(body: TrainJobRequest, request: Request, owner: Annotated[str, Depends(caller)],
+                 studio: Annotated[Studio, Depends(studio_of)]) -> dict:
+    """The trained LoRA (or model) lands in the models folder under ``name`` when the job is done."""
+    training, images = body.to_request()
+    job = studio.submit_training(training, images, owner, origin="api")
     return _view(studio.store.get(job.id) or job, request)
 
 
