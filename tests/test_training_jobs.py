@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import live_server
 
 from dreamloom.config import Settings
 from dreamloom.jobs.files import JobFiles
@@ -20,8 +21,6 @@ from dreamloom.jobs.training import TrainingRunner, destination, submit_training
 from dreamloom.jobs.worker import Worker
 from dreamloom.shapeworld import render, sample_scenes
 from dreamloom.train.dreambooth.request import TrainingRequest
-
-from conftest import live_server
 
 
 def subject(count: int = 3) -> list:

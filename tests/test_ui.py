@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import live_server
 from PIL import Image
 
 from dreamloom.generate.infotext import read_infotext, save_with_infotext
 from dreamloom.shapeworld import parse_prompt, render, sample_scenes
-
-from conftest import live_server
 
 playwright = pytest.importorskip("playwright.sync_api")
 

@@ -16,6 +16,7 @@ from dreamloom.generate.seeds import resolve_seed
 from dreamloom.jobs.events import JobEvents
 from dreamloom.jobs.files import JobFiles
 from dreamloom.jobs.model import Job, JobState
+from dreamloom.jobs.reporting import JobReporter, describe
 from dreamloom.jobs.store import JobStore, new_job_id
 
 KIND = "generate"
@@ -70,7 +71,8 @@ class GenerationRunner:
 
     def __init__(self, engine: Engine, store: JobStore, files: JobFiles, events: JobEvents | None = None,
                  preview_every: int = 0):
-        self.engine, self.store, self.files, self.events = engine, store, files, events
+        self.engine, self.store, self.files = engine, store, files
+        self.report = JobReporter(store, events)
         self.preview_every = preview_every
 
     def run(self, jobs: list[Job]) -> None:
@@ -82,13 +84,13 @@ class GenerationRunner:
                 for t in tracked:
                     self.run([self.store.get(t.job.id) or t.job])
                 return
-            self._finish(tracked[0].job, JobState.failed, error=_describe(error))
+            self.report.finish(tracked[0].job, JobState.failed, error=describe(error))
             return
         for t, result in zip(tracked, results):
             if result is None:
-                self._finish(t.job, JobState.cancelled)
+                self.report.finish(t.job, JobState.cancelled)
             else:
-                self._finish(t.job, JobState.done, result=self._save(t.job, result))
+                self.report.finish(t.job, JobState.done, result=self._save(t.job, result))
 
     def _generate(self, members: list[BatchMember]) -> list[GenerationResult | None]:
         """A shared pass for txt2img jobs; img2img and inpaint (never batched) through the engine's
@@ -122,21 +124,10 @@ class GenerationRunner:
             if job.skip_requested:
                 self.store.clear_skip(job_id)
                 hooks["skip"].set()
-        self._publish(job_id)
+        self.report.publish(job_id)
 
     def _save(self, job: Job, result: GenerationResult) -> dict:
         paths = self.engine.save(result, self.files.folder(job.id))
         return {"files": [p.name for p in paths], "seeds": result.seeds, "infotexts": result.infotexts,
                 "interrupted": bool(result.extra.get("interrupted"))}
 
-    def _finish(self, job: Job, state: JobState, result: dict | None = None, error: str | None = None) -> None:
-        self.store.finish(job.id, state, result, error)
-        self._publish(job.id)
-
-    def _publish(self, job_id: str) -> None:
-        if self.events is not None:
-            self.events.publish(job_id)
-
-
-def _describe(error: Exception) -> str:
-    return f"{type(error).__name__}: {error}"

@@ -15,6 +15,7 @@ from dreamloom.config import Settings
 from dreamloom.jobs.events import JobEvents
 from dreamloom.jobs.files import JobFiles
 from dreamloom.jobs.model import Job, JobState
+from dreamloom.jobs.reporting import JobReporter, describe
 from dreamloom.jobs.store import JobStore, new_job_id
 from dreamloom.models.registry import LORA_FOLDERS, ModelRegistry
 from dreamloom.train.dreambooth.request import TrainingRequest
@@ -98,7 +99,8 @@ class TrainingRunner:
     """Runs claimed training jobs one at a time (the worker never batches them)."""
 
     def __init__(self, settings: Settings, store: JobStore, files: JobFiles, events: JobEvents | None = None):
-        self.settings, self.store, self.files, self.events = settings, store, files, events
+        self.settings, self.store, self.files = settings, store, files
+        self.report = JobReporter(store, events)
 
     def run(self, jobs: list[Job]) -> None:
         for job in jobs:
@@ -111,20 +113,20 @@ class TrainingRunner:
         folder = self.files.folder(job.id)
         entry = ModelRegistry(self.settings.models_dir).resolve(request.base_model)
         cfg = request.to_config(folder / INSTANCE_DIR, folder / RUN_DIR, entry.location)
-        hooks = _JobHooks(self.store, job.id, cfg.output_dir / "samples", self._publish)
+        hooks = _JobHooks(self.store, job.id, cfg.output_dir / "samples", self.report.publish)
         try:
             # "latest": a job restarted after a crash continues from its newest checkpoint
             result = run_dreambooth(cfg, resume="latest", callbacks=[hooks])
             self._install(request, cfg.output_dir)
         except TrainingCancelled:
-            self._finish(job, JobState.cancelled)
+            self.report.finish(job, JobState.cancelled)
             return
         except Exception as error:
-            self._finish(job, JobState.failed, error=f"{type(error).__name__}: {error}")
+            self.report.finish(job, JobState.failed, error=describe(error))
             return
         outputs = {"installed": request.name, "method": request.method, "steps": result.steps if result else None,
                    "minutes": round(result.minutes, 3) if result else None}
-        self._finish(job, JobState.done, result=outputs)
+        self.report.finish(job, JobState.done, result=outputs)
 
     def _install(self, request: TrainingRequest, run_dir: Path) -> None:
         """Copy the trained LoRA folder (or diffusers model folder) into the models folder."""
@@ -133,13 +135,6 @@ class TrainingRunner:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(source, target)
 
-    def _finish(self, job: Job, state: JobState, result: dict | None = None, error: str | None = None) -> None:
-        self.store.finish(job.id, state, result, error)
-        self._publish(job.id)
-
-    def _publish(self, job_id: str) -> None:
-        if self.events is not None:
-            self.events.publish(job_id)
 
 
 def run_files(files: JobFiles, job_id: str) -> tuple[Path | None, list[Path]]:

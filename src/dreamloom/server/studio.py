@@ -15,7 +15,6 @@ from dreamloom.config import Settings
 from dreamloom.generate.engine import Engine
 from dreamloom.generate.lora_syntax import lora_weights
 from dreamloom.generate.request import DEFAULT_MODEL, GenerationRequest
-from dreamloom.train.dreambooth.request import TrainingRequest
 from dreamloom.jobs.events import JobEvents
 from dreamloom.jobs.files import JobFiles
 from dreamloom.jobs.generation import KIND as GENERATE
@@ -27,6 +26,7 @@ from dreamloom.jobs.training import TrainingRunner, submit_training
 from dreamloom.jobs.worker import Worker
 from dreamloom.server.config import ServerConfig
 from dreamloom.server.errors import field_error
+from dreamloom.train.dreambooth.request import TrainingRequest
 from dreamloom.vision.service import VisionService
 
 

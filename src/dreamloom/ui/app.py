@@ -42,34 +42,26 @@ def build_ui(studio: Studio) -> gr.Blocks:
     R = GenerationRequest
     with gr.Blocks(title="dreamloom", analytics_enabled=False) as demo:
         with gr.Tabs(elem_id="tabs") as tabs:
-            with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"):
-                with gr.Row():
-                    with gr.Column():
-                        t_form, t_recycle = build_form(studio, "txt2img")
-                    with gr.Column():
-                        with gr.Row():
-                            t_generate = gr.Button("Generate", variant="primary", elem_id="txt2img-generate")
-                            t_cancel = gr.Button("Cancel", elem_id="txt2img-cancel")
-                        t_view = build_job_view("txt2img")
-                        t_selected = gr.State("")
-                        t_send = gr.Button("Send to img2img / inpaint", elem_id="txt2img-send")
-            with gr.Tab("Image to image / Inpaint", id="img2img", elem_id="tab-img2img"):
-                with gr.Row():
-                    with gr.Column():
-                        editor = gr.ImageEditor(
-                            label="Image: paint over what to redraw (no paint: img2img)", type="pil",
-                            elem_id="img2img-editor", sources=["upload", "clipboard"], transforms=(),
-                            brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=12),
-                            layers=False, height=420)
-                        strength = controls.slider(R, "denoising_strength", "Denoising strength", step=0.05,
-                                                   elem_id="img2img-strength")
-                        blur = controls.slider(R, "mask_blur", "Mask blur", elem_id="img2img-mask-blur")
-                        i_form, i_recycle = build_form(studio, "img2img")
-                    with gr.Column():
-                        with gr.Row():
-                            i_generate = gr.Button("Generate", variant="primary", elem_id="img2img-generate")
-                            i_cancel = gr.Button("Cancel", elem_id="img2img-cancel")
-                        i_view = build_job_view("img2img")
+            with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"), gr.Row():
+                with gr.Column():
+                    t_form, t_recycle = build_form(studio, "txt2img")
+                with gr.Column():
+                    t_generate, t_cancel, t_view = build_job_view("txt2img")
+                    t_selected = gr.State("")
+                    t_send = gr.Button("Send to img2img / inpaint", elem_id="txt2img-send")
+            with gr.Tab("Image to image / Inpaint", id="img2img", elem_id="tab-img2img"), gr.Row():
+                with gr.Column():
+                    editor = gr.ImageEditor(
+                        label="Image: paint over what to redraw (no paint: img2img)", type="pil",
+                        elem_id="img2img-editor", sources=["upload", "clipboard"], transforms=(),
+                        brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=12),
+                        layers=False, height=420)
+                    strength = controls.slider(R, "denoising_strength", "Denoising strength", step=0.05,
+                                               elem_id="img2img-strength")
+                    blur = controls.slider(R, "mask_blur", "Mask blur", elem_id="img2img-mask-blur")
+                    i_form, i_recycle = build_form(studio, "img2img")
+                with gr.Column():
+                    i_generate, i_cancel, i_view = build_job_view("img2img")
             with gr.Tab("Gallery & history", id="history", elem_id="tab-history") as history_tab:
                 gallery_tab = build_gallery_tab()
                 with gr.Row():

@@ -158,7 +158,11 @@ class JobView:
         return [self.job_id, self.progress, self.preview, self.gallery, self.info, self.last_seed]
 
 
-def build_job_view(prefix: str) -> JobView:
+def build_job_view(prefix: str) -> tuple[gr.Button, gr.Button, JobView]:
+    """Generate and Cancel above the job's bar, preview, images and parameters."""
+    with gr.Row():
+        generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
+        cancel = gr.Button("Cancel", elem_id=f"{prefix}-cancel")
     job_id = gr.State("")
     progress = gr.HTML(progress_html(None), elem_id=f"{prefix}-progress")
     preview = gr.Image(label="Preview", interactive=False, visible=True, height=160, elem_id=f"{prefix}-preview",
@@ -166,7 +170,7 @@ def build_job_view(prefix: str) -> JobView:
     gallery = gr.Gallery(label="Images", columns=4, height="auto", elem_id=f"{prefix}-gallery", format="png",
                          interactive=False)
     info = gr.Textbox(label="Generation parameters", lines=3, interactive=False, elem_id=f"{prefix}-info")
-    return JobView(job_id, progress, preview, gallery, info, gr.State(-1))
+    return generate, cancel, JobView(job_id, progress, preview, gallery, info, gr.State(-1))
 
 
 async def follow(studio: Studio, view: JobView, job_id: str) -> AsyncIterator[dict]:

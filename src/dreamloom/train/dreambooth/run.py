@@ -135,8 +135,8 @@ def make_logger(cfg: DreamBoothConfig) -> Logger | bool:
         return TensorBoardLogger(cfg.output_dir, name="logs")
     if cfg.logger == "wandb":
         try:
-            from pytorch_lightning.loggers import WandbLogger
             import wandb  # noqa: F401
+            from pytorch_lightning.loggers import WandbLogger
         except ImportError:
             raise ValueError("logger=wandb needs wandb: pip install 'dreamloom[wandb]'") from None
         return WandbLogger(project="dreamloom-dreambooth", save_dir=str(cfg.output_dir))
