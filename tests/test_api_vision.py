@@ -22,6 +22,7 @@ from test_vision import RED, SHIPPED, write_random_vlm
 from typer.testing import CliRunner
 
 from dreamloom.config import Settings
+from dreamloom.generate.infotext import parse_infotext
 from dreamloom.vision.backends import GenerationOptions, VisionError
 from dreamloom.vision.messages import parse_messages
 from dreamloom.vision.remote import RemoteBackend
@@ -202,3 +203,17 @@ def test_ask_through_the_command_line_remote_backend(url, tmp_path):
     closed = CliRunner().invoke(app, ["ask", str(tmp_path / "red.png"), "What?", "--backend", "remote",
                                       "--base-url", "http://127.0.0.1:9/v1", "--timeout", "2"])
     assert closed.exit_code == 2 and "cannot reach http://127.0.0.1:9/v1" in closed.output.replace("\n", "")
+
+
+def test_generate_enhances_through_a_remote_endpoint(url, tmp_path):
+    from dreamloom.cli.main import app
+
+    run = CliRunner().invoke(app, ["generate", "a red circle", "--enhance", "--enhance-base-url", url + "/v1",
+                                   "--enhance-model", MODEL, "--steps", "2", "--output-dir", str(tmp_path),
+                                   "--device", "cpu"])
+    assert run.exit_code == 0, run.output
+    (path,) = tmp_path.glob("*.png")
+    fields = parse_infotext(Image.open(path).info["parameters"])
+    assert fields["Enhanced from"] == "a red circle"
+    remote = RemoteBackend(url + "/v1", MODEL, options=VisionConfig().options)
+    assert fields["Prompt"] == remote.enhance("a red circle")  # the endpoint's answer, not the embedded model's

@@ -126,6 +126,10 @@ def test_generate_shows_progress_previews_and_the_png_with_its_infotext(page, ui
     assert page.input_value("#txt2img-info textarea") == infotext
     screenshot(page, "txt2img")
 
+    page.click("#txt2img-send")  # on to img2img / inpaint, with the image in the editor
+    page.wait_for_selector("#img2img-editor >> text=Upload an image", state="hidden")
+    assert page.get_by_role("tab", name="Image to image / Inpaint").get_attribute("aria-selected") == "true"
+
 
 def test_draw_a_mask_and_inpaint(page, ui_data, tmp_path):
     scene = sample_scenes(seed=5, count=1)[0]
@@ -277,7 +281,52 @@ def test_understand_captions_answers_and_enhances(page, tmp_path):
     page.wait_for_function("document.querySelector('#txt2img-prompt textarea').value.length > 0")
     assert page.input_value("#txt2img-prompt textarea") == enhanced
     open_tab(page, "Understand")
+    page.set_input_files("#vision-chat-input input[type=file]", str(tmp_path / "scene.png"))
+    page.locator("#vision-chat-input textarea").fill("What colour is the background?")
+    page.locator("#vision-chat-input textarea").press("Enter")
+    page.wait_for_function(f"document.querySelector('#vision-chat').innerText.includes('{scene.background}')")
     screenshot(page, "understand")
+
+
+def test_a_remote_vision_backend_chosen_in_settings_answers(page, ui_url, tmp_path):
+    """The Understand tab through an OpenAI-compatible endpoint: this server's own /v1."""
+    scene = sample_scenes(seed=32, count=1)[0]
+    render(scene).save(tmp_path / "scene.png")
+    open_tab(page, "Models & settings")
+    page.get_by_role("radio", name="remote").check()
+    page.fill("#settings-vision-model textarea, #settings-vision-model input", "dreamloom-tiny-vlm")
+    page.fill("#settings-vision-url textarea, #settings-vision-url input", f"{ui_url}/v1")
+    page.click("#settings-vision-apply")
+    page.wait_for_selector("#settings-vision-status >> text=remote")
+    open_tab(page, "Understand")
+    page.set_input_files("#vision-image input[type=file]", str(tmp_path / "scene.png"))
+    page.wait_for_selector("#vision-image img")
+    page.fill("#vision-question textarea", "What colour is the background?")
+    page.click("#vision-ask-button")
+    page.wait_for_function("document.querySelector('#vision-answer textarea').value.length > 0")
+    assert page.input_value("#vision-answer textarea") == scene.background
+    open_tab(page, "Models & settings")
+    page.get_by_role("radio", name="local").check()
+    page.click("#settings-vision-apply")
+    page.wait_for_selector("#settings-vision-status >> text=local")
+
+
+def test_the_page_asks_for_a_login_when_the_server_needs_one(browser, tmp_path):
+    with live_server(tmp_path, tmp_path / "models", users={"ann": "pw"}, api_keys=["sekrit"]) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        page.get_by_label("username").fill("ann")
+        page.get_by_label("password").fill("wrong")
+        page.get_by_role("button", name="Login").click()
+        page.wait_for_selector("text=Incorrect")
+        page.goto(url)
+        page.get_by_label("username").fill("ann")
+        page.get_by_label("password").fill("pw")
+        page.get_by_role("button", name="Login").click()
+        page.wait_for_selector("#txt2img-prompt textarea")
+        context.close()
 
 
 def test_models_and_settings_tab_lists_models_and_limits(page):

@@ -83,6 +83,10 @@ def generate(
     allow_pickle: Annotated[bool, typer.Option(help="Allow .ckpt/.bin/.pt weights (they can run code).")] = False,
     enhance: Annotated[bool, typer.Option(help="Rewrite the prompt through the vision model first (the infotext "
                                                "keeps the original as 'Enhanced from').")] = False,
+    enhance_model: Annotated[str | None, typer.Option(help="--enhance: the vision model (a local name or folder; with "
+                                                           "--enhance-base-url, the endpoint's model id).")] = None,
+    enhance_base_url: Annotated[str | None, typer.Option(help="--enhance: an OpenAI-compatible endpoint ending in /v1 "
+                                                              "(key from $DREAMLOOM_VISION_API_KEY or $OPENAI_API_KEY).")] = None,
 ) -> None:
     """Text-to-image; with --init-image, image-to-image; with --mask too, inpainting."""
     from dreamloom.generate.engine import Engine
@@ -92,7 +96,7 @@ def generate(
     settings = Settings.from_env(models_dir=models_dir, device=device, dtype=dtype, allow_pickle=allow_pickle or None)
     original = prompt
     if enhance:
-        prompt = enhance_prompt(prompt, settings)
+        prompt = enhance_prompt(prompt, settings, enhance_model, enhance_base_url)
     request = GenerationRequest(prompt=prompt, init_image=_open_image(init_image), mask=_open_image(mask),
                                 loras=loras, **values)
     engine = Engine(settings)

@@ -123,9 +123,11 @@ def judge(
         json_out.write_text(json.dumps(result.to_dict(), indent=2))
 
 
-def enhance_prompt(prompt: str, settings: Settings) -> str:
-    """``prompt`` rewritten by the default vision model, shown on stderr."""
-    enhanced = open_backend(VisionConfig(), settings).enhance(prompt)
+def enhance_prompt(prompt: str, settings: Settings, model: str | None = None, base_url: str | None = None) -> str:
+    """``prompt`` rewritten by a vision model (the embedded one unless ``model`` names another,
+    or ``base_url`` a remote endpoint), shown on stderr."""
+    config = VisionConfig(backend="remote" if base_url else "local", model=model, base_url=base_url)
+    enhanced = open_backend(config, settings, allow_paths=True).enhance(prompt)
     errors.print(f"enhanced prompt: {escape(enhanced)}", highlight=False, soft_wrap=True)
     return enhanced
 

@@ -40,7 +40,8 @@ def _first_image(gallery: list | None, selected: str) -> str | None:
 def build_ui(studio: Studio) -> gr.Blocks:
     choice = VisionChoice(studio)
     R = GenerationRequest
-    with gr.Blocks(title="dreamloom", analytics_enabled=False) as demo:
+    # Gradio copies every image it shows into its cache: checked hourly, files older than a day go
+    with gr.Blocks(title="dreamloom", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"), gr.Row():
                 with gr.Column():

@@ -246,6 +246,7 @@ def wire_generation(studio: Studio, form: GenerationForm, recycle: gr.Button, vi
             job = studio.submit(form.request(data, **extra), owner_of(request), origin=ORIGIN)
         except (ValidationError, HTTPException, ValueError) as error:
             raise gr.Error(error_message(error)) from None
+        yield {view.gallery: [], view.info: "", view.preview: None}  # the last job's results go
         async for update in follow(studio, view, job.id):
             yield update
 

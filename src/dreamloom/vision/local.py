@@ -42,13 +42,18 @@ class LocalBackend(VisionBackend):
     def load(cls, location: str | Path, name: str | None = None, device: str | None = None, dtype: str | None = None,
              options: GenerationOptions | None = None) -> LocalBackend:
         """Load a checkpoint folder (or hub id) on the best device at a dtype safe there; weights
-        from ``.safetensors`` only."""
+        from ``.safetensors`` only. On CUDA the weights are spread over every visible GPU (and the
+        CPU when they do not fit) by accelerate's ``device_map="auto"``, which is how Llama 4
+        Scout and Maverick fit on a multi-GPU host."""
         from transformers import AutoModelForImageTextToText
 
         chosen = pick_device(device)
+        spread = {"device_map": "auto"} if chosen.type == "cuda" else {}
         with quiet_loading():
             model = AutoModelForImageTextToText.from_pretrained(
-                str(location), dtype=pick_dtype(chosen, dtype), use_safetensors=True).to(chosen)
+                str(location), dtype=pick_dtype(chosen, dtype), use_safetensors=True, **spread)
+        if not spread:
+            model = model.to(chosen)
         return cls(model, load_processor(location), name or str(location), options)
 
     def _inputs(self, messages: list[Message], prefill: str = "") -> BatchFeature:
