@@ -77,7 +77,7 @@ def build_understand_tab(choice: VisionChoice) -> UnderstandTab:
         enhanced = gr.Textbox(label="Enhanced prompt", interactive=False, elem_id="vision-enhanced", scale=3)
         send = gr.Button("Send to txt2img", elem_id="vision-send", scale=0)
     chatbot = gr.Chatbot(label="Chat", elem_id="vision-chat", height=300)
-    chat_input = gr.MultimodalTextbox(file_types=["image"], placeholder="Ask about an image (attach one) ...",
+    chat_input = gr.MultimodalTextbox(file_types=["image"], placeholder="Ask about an image (attach one) ...", label="Message",
                                       elem_id="vision-chat-input")
 
     def caption_of(picture: Image.Image | None) -> str:
