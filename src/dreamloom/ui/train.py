@@ -5,7 +5,7 @@ new LoRA (or model) in every picker."""
 from __future__ import annotations
 
 import typing
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import gradio as gr
@@ -114,9 +114,9 @@ def _images(files: list | None) -> list[Image.Image]:
     return images
 
 
-def wire_training(studio: Studio, form: TrainForm, view: TrainView, start: gr.Button, cancel: gr.Button,
-                  pickers: Callable[[], dict], picker_outputs: list):
-    """Train queues the job and follows it; cancel stops it. Returns the reconnect handler."""
+def wire_training(studio: Studio, form: TrainForm, view: TrainView, start: gr.Button, cancel: gr.Button):
+    """Train queues the job and follows it; cancel stops it. Returns the train event (the page
+    refreshes its pickers after it) and the reconnect handler."""
 
     async def follow(job_id: str) -> AsyncIterator[dict]:
         shown: tuple = (None, None)
@@ -133,7 +133,6 @@ def wire_training(studio: Studio, form: TrainForm, view: TrainView, start: gr.Bu
                 name = job.result.get("installed")
                 use = f" Use it from the LoRA picker or as `<lora:{name}:1>` in a prompt." if kind == "LoRA" else ""
                 update[view.result] = f"**{kind} `{name}` is ready** ({job.result.get('minutes')} min).{use}"
-                update.update(pickers())
             elif job.state.finished:
                 update[view.result] = f"**{job.state.value.capitalize()}**. {job.error or ''}"
             yield update
@@ -157,7 +156,7 @@ def wire_training(studio: Studio, form: TrainForm, view: TrainView, start: gr.Bu
                     return
         yield {view.job_id: ""}  # one update: a generator that yields nothing would clear the outputs
 
-    outputs = [*view.outputs, *picker_outputs]
-    start.click(run, inputs={form.images, *form.fields.values()}, outputs=outputs, concurrency_limit=None)
+    event = start.click(run, inputs={form.images, *form.fields.values()}, outputs=view.outputs,
+                        concurrency_limit=None)
     wire_cancel(studio, cancel, view.job_id, view.progress)
-    return reconnect
+    return event, reconnect
