@@ -127,8 +127,9 @@ def test_generate_shows_progress_previews_and_the_png_with_its_infotext(page, ui
     screenshot(page, "txt2img")
 
     page.click("#txt2img-send")  # on to img2img / inpaint, with the image in the editor
+    page.wait_for_selector('[role=tab][aria-selected="true"] >> text=Image to image / Inpaint')
+    page.wait_for_selector("#img2img-editor canvas")
     page.wait_for_selector("#img2img-editor >> text=Upload an image", state="hidden")
-    assert page.get_by_role("tab", name="Image to image / Inpaint").get_attribute("aria-selected") == "true"
 
 
 def test_draw_a_mask_and_inpaint(page, ui_data, tmp_path):
