@@ -26,6 +26,15 @@ INSTANCE_DIR = Path("inputs") / "instance"
 RUN_DIR = "run"
 
 
+class TrainingRefused(ValueError):
+    """A training request that cannot run, and the field (``images``, a request field, or
+    ``request`` for the prompts together) that says why."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
 class TrainingCancelled(Exception):
     """Raised inside the trainer when the job's cancel was requested."""
 
@@ -38,21 +47,21 @@ def destination(settings: Settings, request: TrainingRequest) -> Path:
 
 def check_training(settings: Settings, request: TrainingRequest, images: list[Image.Image]) -> None:
     """Refuse, before queueing, what would fail later: too few images, a name in use, a base
-    model that is not there, prompts the run configuration rejects (ValueError naming it)."""
+    model that is not there, prompts the run configuration rejects (``TrainingRefused``)."""
     if not 1 <= len(images) <= 32:
-        raise ValueError(f"images: give 1 to 32 images of the subject (3-5 is typical), not {len(images)}")
+        raise TrainingRefused("images", f"give 1 to 32 images of the subject (3-5 is typical), not {len(images)}")
     if destination(settings, request).exists():
-        raise ValueError(f"name: {request.name!r} is already in the models folder; choose another name")
+        raise TrainingRefused("name", f"{request.name!r} is already in the models folder; choose another name")
     try:
         ModelRegistry(settings.models_dir).resolve(request.base_model)
     except ValueError as error:
-        raise ValueError(f"base_model: {error}") from None
+        raise TrainingRefused("base_model", str(error)) from None
     try:
         request.to_config(Path("."), Path("."))
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(map(str, first["loc"])) or "request"
-        raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise TrainingRefused(where, first["msg"].removeprefix("Value error, ")) from None
 
 
 def submit_training(store: JobStore, files: JobFiles, settings: Settings, request: TrainingRequest,

@@ -22,7 +22,7 @@ from dreamloom.jobs.generation import GenerationRunner, submit_generation
 from dreamloom.jobs.model import Job
 from dreamloom.jobs.store import QueueFull, SQLiteJobStore
 from dreamloom.jobs.training import KIND as TRAIN
-from dreamloom.jobs.training import TrainingRunner, submit_training
+from dreamloom.jobs.training import TrainingRefused, TrainingRunner, submit_training
 from dreamloom.jobs.worker import Worker
 from dreamloom.server.config import ServerConfig
 from dreamloom.server.errors import field_error
@@ -107,10 +107,8 @@ class Studio:
                                    self.config.limits.max_queue, origin)
         except QueueFull as error:
             raise HTTPException(429, str(error)) from None
-        except ValueError as error:
-            field, _, message = str(error).partition(": ")
-            known = field in TrainingRequest.model_fields or field == "images"
-            raise field_error(field if known else "request", message if known else str(error)) from None
+        except TrainingRefused as error:
+            raise field_error(error.field, error.message) from None
 
     def job(self, job_id: str, owner: str) -> Job:
         """The caller's job, or 404 (another caller's job is not theirs to see)."""

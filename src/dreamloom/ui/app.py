@@ -89,7 +89,6 @@ def build_ui(studio: Studio) -> gr.Blocks:
         settings_tab.refresh.click(pickers, outputs=picker_outputs)
 
         training, follow_training = wire_training(studio, train_form, train_view, train_start, train_cancel)
-        training.then(pickers, outputs=picker_outputs)  # a trained LoRA or model joins every picker
         reconnects = [
             (wire_generation(studio, t_form, t_recycle, t_view, t_generate, t_cancel), t_view.outputs, t_generate),
             (wire_generation(studio, i_form, i_recycle, i_view, i_generate, i_cancel, editor, strength, blur),
@@ -118,8 +117,10 @@ def build_ui(studio: Studio) -> gr.Blocks:
                                        inputs=understand.enhanced, outputs=[t_form.prompt, tabs])
         for handler, outputs, start in reconnects:
             following = demo.load(handler, outputs=outputs, concurrency_limit=None)
-            following.then(pickers, outputs=picker_outputs)
             start.click(None, cancels=[following])  # a new job replaces the one followed since the load
+            if handler is follow_training:  # a trained LoRA or model joins every picker
+                for event in (training, following):
+                    event.then(pickers, outputs=picker_outputs)
         demo.load(load_history, outputs=[gallery_tab.gallery, gallery_tab.paths])
     return demo
 

@@ -5,7 +5,7 @@ reconnection to a job still running when the page is reloaded."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import gradio as gr
@@ -18,7 +18,7 @@ from dreamloom.generate.lora_syntax import LoraWeight
 from dreamloom.generate.request import GenerationRequest
 from dreamloom.generate.samplers import SAMPLERS
 from dreamloom.jobs.generation import KIND as GENERATE
-from dreamloom.jobs.model import JobState
+from dreamloom.jobs.model import Job, JobState
 from dreamloom.server.studio import Studio
 from dreamloom.ui import controls
 from dreamloom.ui.progress import preview_image, progress_html, shown_job_js
@@ -98,8 +98,11 @@ def lora_names(studio: Studio) -> list[str]:
 
 
 def native_size(studio: Studio, model: str) -> int:
-    entry = next((e for e in studio.engine.models.registry.entries() if e.name == model), None)
-    return (entry.native_size() if entry else None) or FALLBACK_SIZE
+    try:
+        entry = studio.engine.models.registry.resolve(model)
+    except ValueError:
+        return FALLBACK_SIZE
+    return entry.native_size() or FALLBACK_SIZE
 
 
 def build_form(studio: Studio, prefix: str) -> tuple[GenerationForm, gr.Button]:
@@ -189,13 +192,13 @@ async def follow(studio: Studio, view: JobView, job_id: str) -> AsyncIterator[di
         yield update
 
 
-def unfinished_job(studio: Studio, owner: str, with_image: bool) -> str | None:
-    """The caller's newest queued or running generation job submitted from the page, of this
-    tab's kind (txt2img, or with an init image), for a reloaded page to follow again."""
+def unfinished_job(studio: Studio, owner: str, kind: str, belongs: Callable[[Job], bool] = lambda job: True
+                   ) -> str | None:
+    """The caller's newest running (else queued) job of ``kind`` submitted from the page that
+    ``belongs`` to a tab, for a reloaded page to follow again."""
     for state in (JobState.running, JobState.queued):
         for job in studio.store.jobs(state=state, owner=owner or None, limit=20):
-            has_image = (studio.files.folder(job.id) / "inputs" / "init_image.png").exists()
-            if job.kind == GENERATE and job.request.get("origin") == ORIGIN and has_image == with_image:
+            if job.kind == kind and job.request.get("origin") == ORIGIN and belongs(job):
                 return job.id
     return None
 
@@ -251,7 +254,9 @@ def wire_generation(studio: Studio, form: GenerationForm, recycle: gr.Button, vi
             yield update
 
     async def reconnect(request: gr.Request) -> AsyncIterator[dict]:
-        job_id = unfinished_job(studio, owner_of(request), with_image=editor is not None)
+        with_image = editor is not None  # this tab's jobs: txt2img, or with an init image
+        job_id = unfinished_job(studio, owner_of(request), GENERATE, lambda job: with_image == (
+            studio.files.folder(job.id) / "inputs" / "init_image.png").exists())
         if job_id is None:
             yield {view.job_id: ""}  # one update: a generator that yields nothing would clear the outputs
             return

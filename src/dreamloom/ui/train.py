@@ -19,7 +19,7 @@ from dreamloom.jobs.training import run_files
 from dreamloom.server.studio import Studio
 from dreamloom.train.dreambooth.request import DEFAULT_RATES, TrainingRequest
 from dreamloom.ui import controls
-from dreamloom.ui.generation import ORIGIN, error_message, wire_cancel
+from dreamloom.ui.generation import ORIGIN, error_message, unfinished_job, wire_cancel
 from dreamloom.ui.progress import progress_html
 from dreamloom.ui.session import owner_of
 
@@ -147,14 +147,12 @@ def wire_training(studio: Studio, form: TrainForm, view: TrainView, start: gr.Bu
             yield update
 
     async def reconnect(request: gr.Request) -> AsyncIterator[dict]:
-        owner = owner_of(request)
-        for state in (JobState.running, JobState.queued):
-            for job in studio.store.jobs(state=state, owner=owner or None, limit=20):
-                if job.kind == TRAIN and job.request.get("origin") == ORIGIN:
-                    async for update in follow(job.id):
-                        yield update
-                    return
-        yield {view.job_id: ""}  # one update: a generator that yields nothing would clear the outputs
+        job_id = unfinished_job(studio, owner_of(request), TRAIN)
+        if job_id is None:
+            yield {view.job_id: ""}  # one update: a generator that yields nothing would clear the outputs
+            return
+        async for update in follow(job_id):
+            yield update
 
     event = start.click(run, inputs={form.images, *form.fields.values()}, outputs=view.outputs,
                         concurrency_limit=None)
