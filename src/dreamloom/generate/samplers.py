@@ -7,22 +7,10 @@ request gets a fresh one built from the model's scheduler config; never share th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    DPMSolverSDEScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    KDPM2AncestralDiscreteScheduler,
-    KDPM2DiscreteScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+if TYPE_CHECKING:
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 
 @dataclass(frozen=True)
@@ -30,8 +18,16 @@ class Sampler:
     """One named sampler: the scheduler class and the options that make it that sampler."""
 
     name: str
-    scheduler: type[SchedulerMixin]
+    scheduler_name: str
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scheduler(self) -> type[SchedulerMixin]:
+        """The diffusers class, imported on first use: the table is read at CLI start-up and by the
+        request model, and importing diffusers (and torch with it) takes seconds."""
+        import diffusers
+
+        return getattr(diffusers, self.scheduler_name)
 
 
 _KARRAS = {"use_karras_sigmas": True}
@@ -40,25 +36,25 @@ _SDE = {"algorithm_type": "sde-dpmsolver++"}
 SAMPLERS: dict[str, Sampler] = {
     s.name: s
     for s in (
-        Sampler("Euler", EulerDiscreteScheduler),
-        Sampler("Euler a", EulerAncestralDiscreteScheduler),
-        Sampler("Heun", HeunDiscreteScheduler),
-        Sampler("LMS", LMSDiscreteScheduler),
-        Sampler("LMS Karras", LMSDiscreteScheduler, _KARRAS),
-        Sampler("DPM2", KDPM2DiscreteScheduler),
-        Sampler("DPM2 Karras", KDPM2DiscreteScheduler, _KARRAS),
-        Sampler("DPM2 a", KDPM2AncestralDiscreteScheduler),
-        Sampler("DPM2 a Karras", KDPM2AncestralDiscreteScheduler, _KARRAS),
-        Sampler("DPM++ 2M", DPMSolverMultistepScheduler),
-        Sampler("DPM++ 2M Karras", DPMSolverMultistepScheduler, _KARRAS),
+        Sampler("Euler", "EulerDiscreteScheduler"),
+        Sampler("Euler a", "EulerAncestralDiscreteScheduler"),
+        Sampler("Heun", "HeunDiscreteScheduler"),
+        Sampler("LMS", "LMSDiscreteScheduler"),
+        Sampler("LMS Karras", "LMSDiscreteScheduler", _KARRAS),
+        Sampler("DPM2", "KDPM2DiscreteScheduler"),
+        Sampler("DPM2 Karras", "KDPM2DiscreteScheduler", _KARRAS),
+        Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler"),
+        Sampler("DPM2 a Karras", "KDPM2AncestralDiscreteScheduler", _KARRAS),
+        Sampler("DPM++ 2M", "DPMSolverMultistepScheduler"),
+        Sampler("DPM++ 2M Karras", "DPMSolverMultistepScheduler", _KARRAS),
         # DPM++ SDE draws Brownian noise for the whole batch: its images depend on their batch
-        Sampler("DPM++ SDE", DPMSolverSDEScheduler),
-        Sampler("DPM++ SDE Karras", DPMSolverSDEScheduler, _KARRAS),
-        Sampler("DPM++ 2M SDE", DPMSolverMultistepScheduler, _SDE),
-        Sampler("DPM++ 2M SDE Karras", DPMSolverMultistepScheduler, {**_SDE, **_KARRAS}),
-        Sampler("DDIM", DDIMScheduler),
-        Sampler("PLMS", PNDMScheduler, {"skip_prk_steps": True}),
-        Sampler("UniPC", UniPCMultistepScheduler),
+        Sampler("DPM++ SDE", "DPMSolverSDEScheduler"),
+        Sampler("DPM++ SDE Karras", "DPMSolverSDEScheduler", _KARRAS),
+        Sampler("DPM++ 2M SDE", "DPMSolverMultistepScheduler", _SDE),
+        Sampler("DPM++ 2M SDE Karras", "DPMSolverMultistepScheduler", {**_SDE, **_KARRAS}),
+        Sampler("DDIM", "DDIMScheduler"),
+        Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}),
+        Sampler("UniPC", "UniPCMultistepScheduler"),
     )
 }
 
