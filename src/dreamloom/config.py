@@ -18,6 +18,8 @@ class Settings(BaseModel):
     device: str | None = Field(None, description="cuda, mps, xpu or cpu; default: the best available.")
     dtype: str | None = Field(None, description="float32, float16 or bfloat16; default: safe for the device.")
     allow_pickle: bool = Field(False, description="Allow .ckpt/.bin/.pt weights, which can run code when loaded.")
+    allow_hub: bool = Field(False, description="Let a model name be a model-hub id (org/name), fetched when a network "
+                                               "is there; off, names resolve only inside the models folder.")
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -27,6 +29,7 @@ class Settings(BaseModel):
             "device": os.environ.get("DREAMLOOM_DEVICE"),
             "dtype": os.environ.get("DREAMLOOM_DTYPE"),
             "allow_pickle": os.environ.get("DREAMLOOM_ALLOW_PICKLE"),
+            "allow_hub": os.environ.get("DREAMLOOM_ALLOW_HUB"),
         }
         values = {k: v for k, v in env.items() if v}
         values.update({k: v for k, v in overrides.items() if v is not None})

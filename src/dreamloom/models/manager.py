@@ -46,7 +46,7 @@ class ModelManager:
 
     def __init__(self, settings: Settings, capacity: int = 1):
         self.settings = settings
-        self.registry = ModelRegistry(settings.models_dir)
+        self.registry = ModelRegistry(settings.models_dir, allow_hub=settings.allow_hub)
         self.device = pick_device(settings.device)
         self.dtype = pick_dtype(self.device, settings.dtype)
         self.capacity = capacity

@@ -2,7 +2,8 @@
 and the LoRAs in its ``Lora/`` (AUTOMATIC1111's folder name) or ``loras/`` subfolder.
 
 A name from a request resolves only to an entry the registry listed, so no request can
-reach a file outside the models folder; explicit paths are for the local command line.
+reach a file outside the models folder; explicit paths are for the local command line, and
+model-hub ids resolve only where the operator allowed them (``allow_hub``).
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ def _find(name: str, entries: list[ModelEntry]) -> ModelEntry | None:
 
 
 class ModelRegistry:
-    def __init__(self, models_dir: Path | None):
+    def __init__(self, models_dir: Path | None, allow_hub: bool = False):
         self.models_dir = Path(models_dir).resolve() if models_dir else None
+        self.allow_hub = allow_hub
 
     def entries(self) -> list[ModelEntry]:
         """Embedded models first, then the models folder (top level and one level down)."""
@@ -99,8 +101,9 @@ class ModelRegistry:
         return found
 
     def resolve(self, name: str, allow_paths: bool = False) -> ModelEntry:
-        """The entry called ``name`` (folder or file name, with or without suffix), a hub id,
-        or, with ``allow_paths``, a filesystem path. Anything else is a ValueError."""
+        """The entry called ``name`` (folder or file name, with or without suffix), a hub id
+        where the registry allows them, or, with ``allow_paths``, a filesystem path. Anything
+        else is a ValueError naming the available models."""
         entries = self.entries()
         if entry := _find(name, entries):
             return entry
@@ -110,10 +113,12 @@ class ModelRegistry:
             if entry is None:
                 raise ValueError(f"{name} is neither a diffusers folder nor a weights file")
             return entry
-        if _HUB_ID.match(name) and ".." not in name and not Path(name).exists():
+        hub_id = _HUB_ID.match(name) and ".." not in name and not Path(name).exists()
+        if hub_id and self.allow_hub:
             return ModelEntry(name, name, "hub")
         available = ", ".join(e.name for e in entries) or "none"
-        raise ValueError(f"model {name!r} not found; available: {available}")
+        hint = " (model-hub ids need the operator's --allow-hub)" if hub_id else ""
+        raise ValueError(f"model {name!r} not found{hint}; available: {available}")
 
     def loras(self) -> list[ModelEntry]:
         """The LoRAs in the models folder's ``Lora/`` and ``loras/``, named by file or folder name."""
