@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pytorch_lightning.callbacks import Timer
 from torch.utils.data import DataLoader, TensorDataset
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
+from dreamloom.configfile import load_config as load_typed_config
 from dreamloom.eval.clip_embedding import ClipEmbedder, normalize_pixels
 from dreamloom.eval.prompts import held_out_scenes
 from dreamloom.shapeworld import Scene, render
@@ -29,7 +30,7 @@ from dreamloom.shapeworld.vocab import OBJECT_COLOURS, SHAPES, SIZES
 from dreamloom.train.curves import append_and_plot, measurement_due
 from dreamloom.train.schedules import warmup_cosine
 from dreamloom.train.tiny_sd.components import build_text_encoder, build_tokenizer
-from dreamloom.train.tiny_sd.config import DataConfig, TextEncoderConfig, apply_overrides
+from dreamloom.train.tiny_sd.config import DataConfig, TextEncoderConfig
 from dreamloom.train.tiny_sd.data import rendered_shapeworld
 from dreamloom.train.tiny_sd.recipe import last_checkpoint, stage_trainer
 
@@ -63,10 +64,9 @@ class TinyClipConfig(BaseModel):
     text: TextEncoderConfig = TextEncoderConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
 
 
-def load_config(path: Path | None, overrides: list[str] = ()) -> TinyClipConfig:
+def load_config(path: Path | None, overrides: Sequence[str] = ()) -> TinyClipConfig:
     """The recipe from a YAML file (or the defaults) with ``key.sub=value`` overrides."""
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
-    return TinyClipConfig.model_validate(apply_overrides(raw or {}, list(overrides)))
+    return load_typed_config(TinyClipConfig, path, overrides)
 
 
 def build_clip(cfg: TinyClipConfig, tokenizer: CLIPTokenizer) -> CLIPModel:

@@ -8,13 +8,13 @@ strategy) are Lightning's own names.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dreamloom.train.tiny_sd.config import apply_overrides
+from dreamloom.configfile import load_config
 
 
 class _Strict(BaseModel):
@@ -122,23 +122,8 @@ class DreamBoothConfig(_Strict):
         return self
 
 
-def _config_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown config key"
-    return f"{where}: {message}"
-
-
-def load_dreambooth_config(path: Path | None, overrides: list[str] = ()) -> DreamBoothConfig:
+def load_dreambooth_config(path: Path | None, overrides: Sequence[str] = ()) -> DreamBoothConfig:
     """Read ``path`` (YAML; may be None) and apply ``key.sub=value`` overrides.
 
     Raises ``ValueError`` with one line naming the bad field, before anything runs."""
-    if path is not None and not Path(path).exists():
-        raise FileNotFoundError(f"no such config: {path}")
-    raw: dict[str, Any] = (yaml.safe_load(Path(path).read_text()) if path else None) or {}
-    try:
-        return DreamBoothConfig.model_validate(apply_overrides(raw, list(overrides)))
-    except ValidationError as error:
-        raise ValueError(_config_error(error)) from None
+    return load_config(DreamBoothConfig, path, overrides)

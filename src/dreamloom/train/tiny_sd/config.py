@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from dreamloom.configfile import load_config as load_typed_config
 
 
 class _Strict(BaseModel):
@@ -82,20 +83,6 @@ class TinySdConfig(_Strict):
     unet: UnetConfig = UnetConfig()
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value")
-        key, value = item.split("=", 1)
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return raw
-
-
-def load_config(path: Path | None, overrides: list[str] = ()) -> TinySdConfig:
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
-    return TinySdConfig.model_validate(apply_overrides(raw or {}, list(overrides)))
+def load_config(path: Path | None, overrides: Sequence[str] = ()) -> TinySdConfig:
+    """The recipe from a YAML file (or the defaults) with ``key.sub=value`` overrides."""
+    return load_typed_config(TinySdConfig, path, overrides)

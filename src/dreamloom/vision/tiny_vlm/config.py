@@ -3,13 +3,13 @@ and the ``Llama4Config`` it describes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import Llama4Config, PreTrainedTokenizerBase
 
-from dreamloom.train.tiny_sd.config import apply_overrides
+from dreamloom.configfile import load_config as load_typed_config
 from dreamloom.vision.tiny_vlm.questions import KINDS
 from dreamloom.vision.tiny_vlm.tokenizer import IMAGE_END, IMAGE_START, PATCH
 
@@ -110,10 +110,9 @@ class TinyVlmConfig(_Strict):
     vision: VisionConfig = VisionConfig()
 
 
-def load_config(path: Path | None, overrides: list[str] = ()) -> TinyVlmConfig:
+def load_config(path: Path | None, overrides: Sequence[str] = ()) -> TinyVlmConfig:
     """The recipe from a YAML file (or the defaults) with ``key.sub=value`` overrides."""
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
-    return TinyVlmConfig.model_validate(apply_overrides(raw or {}, list(overrides)))
+    return load_typed_config(TinyVlmConfig, path, overrides)
 
 
 def llama4_config(cfg: TinyVlmConfig, tokenizer: PreTrainedTokenizerBase) -> Llama4Config:
