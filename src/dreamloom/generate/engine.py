@@ -1,37 +1,38 @@
-"""The generation engine: one call for txt2img, img2img and inpaint, and saving results.
+"""The generation engine: one call for txt2img, img2img and inpaint, alone or batched, and saving.
 
-Front ends (CLI, HTTP API, web UI) build a ``GenerationRequest`` and call ``generate``;
-nothing here knows about them.
+Front ends (CLI, HTTP API, web UI) and the job system build ``GenerationRequest``s and call
+``generate`` or ``generate_batch``; nothing here knows about them. Both run the same path (a
+single request is a batch of one) through the stages of ``hooks.Stage``; extensions attach at
+those stages through ``Engine.hooks``.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from dreamloom.config import Settings
-from dreamloom.generate.batched import BatchMember, batch_key, txt2img_batch
-from dreamloom.generate.img2img import img2img
+from dreamloom.generate.batched import BatchMember, batch_key
+from dreamloom.generate.hooks import Stage, StageHooks
 from dreamloom.generate.infotext import save_with_infotext
-from dreamloom.generate.inpaint import inpaint
 from dreamloom.generate.lora_syntax import lora_weights
-from dreamloom.generate.progress import ProgressFn
+from dreamloom.generate.modes import mode_of
+from dreamloom.generate.progress import GenerationCancelled, ProgressFn
 from dreamloom.generate.request import GenerationRequest, GenerationResult
-from dreamloom.generate.runner import RunOptions
-from dreamloom.generate.txt2img import txt2img
+from dreamloom.generate.run import run_members
 from dreamloom.models.manager import ModelManager
 
 
-def mode_of(request: GenerationRequest) -> str:
-    if request.mask is not None:
-        return "inpaint"
-    return "img2img" if request.init_image is not None else "txt2img"
-
-
 class Engine:
-    def __init__(self, settings: Settings | None = None, models: ModelManager | None = None):
+    """Generates with the models of ``models`` (default: a ``ModelManager`` over ``settings``,
+    loading through its runtime backend and load plan); ``hooks`` run at every run's stages."""
+
+    def __init__(self, settings: Settings | None = None, models: ModelManager | None = None,
+                 hooks: StageHooks | None = None):
         self.settings = settings or Settings.from_env()
         self.models = models or ModelManager(self.settings)
+        self.hooks = hooks if hooks is not None else StageHooks()
 
     def generate(
         self,
@@ -41,42 +42,55 @@ class Engine:
         preview_every: int = 0,
         allow_paths: bool = False,
         interrupt: threading.Event | None = None,
+        skip: threading.Event | None = None,
     ) -> GenerationResult:
         """Run ``request`` as txt2img, img2img or inpaint, whichever its inputs ask for, with the
-        LoRAs it asks for (its ``loras`` and the prompt's ``<lora:name:weight>`` tags).
+        LoRAs it asks for (its ``loras`` and the prompt's ``<lora:name:weight>`` tags): a batch of
+        one through ``generate_batch``'s path.
 
         ``cancel`` stops the run with ``GenerationCancelled``; ``interrupt`` stops it keeping the
-        images drawn so far (``result.extra["interrupted"]``), as AUTOMATIC1111's interrupt does.
+        images drawn so far (``result.extra["interrupted"]``), as AUTOMATIC1111's interrupt does;
+        ``skip`` cuts the current batch short (keeping its images) and goes on with the next.
 
         Requests for one model run one at a time: its LoRAs are set on modules that every
         request's pipeline shares. ``allow_paths`` lets ``request.model`` and LoRA names be
         filesystem paths (local CLI only)."""
-        loaded = self.models.get(request.model, allow_paths=allow_paths)
-        run = {"txt2img": txt2img, "img2img": img2img, "inpaint": inpaint}[mode_of(request)]
-        weights = lora_weights(request.prompt, request.loras)
-        with self.models.with_loras(loaded, weights, allow_paths=allow_paths) as lora_hashes:
-            options = RunOptions(loaded.hash, progress, cancel, preview_every, lora_hashes, interrupt)
-            return run(loaded.pipeline, request, options)
+        member = BatchMember(request, progress, cancel, interrupt, skip)
+        (result,) = self._run([member], preview_every, allow_paths)
+        if result is None:
+            raise GenerationCancelled("generation cancelled")
+        return result
 
     def generate_batch(self, members: list[BatchMember], preview_every: int = 0) -> list[GenerationResult | None]:
-        """Run ``members`` (txt2img requests of one ``batch_key``) in shared forward passes: one
-        result per member, each with the images its request draws alone; None if cancelled.
+        """Run ``members`` in shared forward passes: one result per member, each with the images
+        its request draws alone; None if cancelled. Several members must share one ``batch_key``
+        (txt2img of one lane); a single member may be any request.
 
         The LoRAs (equal for all, by the key) are set once for the whole batch."""
+        return self._run(members, preview_every)
+
+    def _run(self, members: list[BatchMember], preview_every: int, allow_paths: bool = False) -> list[GenerationResult | None]:
         if not members:
             return []
+        # 1. prepare each request (its hooks may rewrite it), then check the batch still shares a pass
+        members = [
+            replace(m, request=self.hooks.chain(Stage.prepare_request, "request", request=m.request, mode=mode_of(m.request)))
+            for m in members
+        ]
         keys = {batch_key(m.request) for m in members}
-        if None in keys or len(keys) > 1:
-            raise ValueError("generate_batch takes txt2img requests with one batch_key; run the others with generate")
+        if len(members) > 1 and (None in keys or len(keys) > 1):
+            raise ValueError("generate_batch takes several requests of one batch_key (txt2img); run the others alone")
+        # 2. the model with the requested LoRAs set, held for the whole run
         request = members[0].request
-        loaded = self.models.get(request.model)
+        loaded = self.models.get(request.model, allow_paths=allow_paths)
         weights = lora_weights(request.prompt, request.loras)
-        with self.models.with_loras(loaded, weights) as lora_hashes:
-            options = RunOptions(loaded.hash, preview_every=preview_every, lora_hashes=lora_hashes)
-            return txt2img_batch(loaded.pipeline, members, options)
+        with self.models.with_loras(loaded, weights, allow_paths=allow_paths) as lora_hashes:
+            # 3.-6. encode, condition, denoise, decode, post-process
+            return run_members(loaded.pipeline, members, self.hooks, loaded.hash, lora_hashes, preview_every)
 
     def save(self, result: GenerationResult, folder: Path | None = None) -> list[Path]:
-        """Write every image as PNG with its infotext; names never overwrite older files."""
+        """Write every image as PNG with its infotext (through the ``save`` hooks); names never
+        overwrite older files."""
         folder = Path(folder or self.settings.outputs_dir)
         folder.mkdir(parents=True, exist_ok=True)
         start = len(list(folder.glob("*.png")))
@@ -85,5 +99,7 @@ class Engine:
             index = start + offset
             while (path := folder / f"{index:05d}-{seed}.png").exists():
                 index += 1
+            text = self.hooks.chain(Stage.save, "infotext", request=result.request, image=image, seed=seed,
+                                    infotext=text, path=path)
             paths.append(save_with_infotext(image, path, text))
         return paths

@@ -5,8 +5,8 @@ from __future__ import annotations
 from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
 from PIL import Image
 
-from dreamloom.generate.request import GenerationRequest, GenerationResult
-from dreamloom.generate.runner import RunOptions, per_request_pipeline, run_batches
+from dreamloom.generate.modes import ModeSetup
+from dreamloom.generate.request import GenerationRequest
 
 
 def prepare_init_image(request: GenerationRequest) -> tuple[Image.Image, int, int]:
@@ -21,18 +21,7 @@ def prepare_init_image(request: GenerationRequest) -> tuple[Image.Image, int, in
     return image, width, height
 
 
-def img2img(
-    base: DiffusionPipeline,
-    request: GenerationRequest,
-    options: RunOptions = RunOptions(),
-) -> GenerationResult:
-    # 1. the init image at the output size
+def img2img(base: DiffusionPipeline, request: GenerationRequest) -> ModeSetup:
+    """Noise the init image (at the output size) to the strength's timestep and denoise from there."""
     image, width, height = prepare_init_image(request)
-    # 2. a pipeline of our own with a fresh sampler
-    pipeline = per_request_pipeline(base, AutoPipelineForImage2Image, request)
-
-    # 3. noise the image to the strength's timestep and denoise from there
-    def setup(pipe, seeds):
-        return {"image": image, "strength": request.denoising_strength}, None
-
-    return run_batches(pipeline, request, width, height, setup, options)
+    return ModeSetup(AutoPipelineForImage2Image, width, height, {"image": image, "strength": request.denoising_strength})
