@@ -25,7 +25,12 @@ class Job:
     """One job as stored. ``request`` is the kind's request as JSON data; ``batch_key`` is set
     when queued jobs with an equal key may share a forward pass; ``images`` is how many images
     it draws per pass (its share of a batch). ``result`` holds what the kind returns (for
-    generation: files, seeds, infotexts)."""
+    generation: files, seeds, infotexts).
+
+    ``attempts`` counts claims and is the job's fencing token: a worker writes progress and
+    the result with the token its claim returned, so once the job was recovered and claimed
+    again (a higher token) the first worker's writes are refused. ``lease_until`` is when a
+    running job's claim expires unless its worker heartbeats."""
 
     id: str
     kind: str
@@ -43,9 +48,15 @@ class Job:
     skip_requested: bool = False
     worker: str | None = None
     attempts: int = 0
+    lease_until: float | None = None
     created: float = 0.0
     started: float | None = None
     finished: float | None = None
+
+    @property
+    def token(self) -> int:
+        """The fencing token of the current claim."""
+        return self.attempts
 
     @property
     def progress(self) -> float:
@@ -75,6 +86,11 @@ class Job:
             return None
         elapsed = (now or time.time()) - self.started
         return round(elapsed * (self.total - self.step) / self.step, 3)
+
+
+def describe(error: Exception) -> str:
+    """A failed job's error as its record shows it: the exception's type and message."""
+    return f"{type(error).__name__}: {error}"
 
 
 def dumps(data: dict) -> str:

@@ -12,17 +12,15 @@ from PIL import Image
 from pydantic import ValidationError
 
 from dreamloom.config import Settings
-from dreamloom.jobs.events import JobEvents
-from dreamloom.jobs.files import JobFiles
-from dreamloom.jobs.model import Job, JobState
-from dreamloom.jobs.reporting import JobReporter, describe
-from dreamloom.jobs.store import JobStore, new_job_id
+from dreamloom.jobs.lease import Claim
+from dreamloom.jobs.model import Job, JobState, describe
+from dreamloom.jobs.store import JobStore
 from dreamloom.models.registry import LORA_FOLDERS, ModelRegistry
 from dreamloom.train.dreambooth.request import TrainingRequest
 
 KIND = "train"
-#: Inside a job's folder: the subject's images, and the run's own output folder.
-INSTANCE_DIR = Path("inputs") / "instance"
+#: Inside a job's work folder: the subject's images, and the run's own output folder.
+INSTANCE_DIR = "instance"
 RUN_DIR = "run"
 
 
@@ -64,31 +62,22 @@ def check_training(settings: Settings, request: TrainingRequest, images: list[Im
         raise TrainingRefused(where, first["msg"].removeprefix("Value error, ")) from None
 
 
-def submit_training(store: JobStore, files: JobFiles, settings: Settings, request: TrainingRequest,
-                    images: list[Image.Image], owner: str = "", max_queued: int | None = None,
-                    origin: str = "api") -> Job:
+def submit_training(store: JobStore, settings: Settings, request: TrainingRequest, images: list[Image.Image],
+                    owner: str = "", max_queued: int | None = None, origin: str = "api") -> Job:
     """Queue a DreamBooth run on ``images`` (stored with the job, so it survives a restart);
     ``origin`` records what submitted it."""
     check_training(settings, request, images)
-    job_id = new_job_id()
-    folder = files.folder(job_id) / INSTANCE_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(images):
-        image.convert("RGB").save(folder / f"{i:02d}.png")
-    try:
-        return store.submit(KIND, {**request.model_dump(mode="json"), "origin": origin}, owner=owner,
-                            max_queued=max_queued, job_id=job_id)
-    except BaseException:
-        files.remove(job_id)
-        raise
+    inputs = {f"instance-{i:02d}": image.convert("RGB") for i, image in enumerate(images)}
+    return store.submit(KIND, {**request.model_dump(mode="json"), "origin": origin}, owner=owner,
+                        max_queued=max_queued, inputs=inputs)
 
 
 class _JobHooks(pl.Callback):
     """Reports each optimizer step (with the newest sample grid as the preview) and stops
-    the run when the job is cancelled."""
+    the run when the job is cancelled (or its lease lost: the claim's ``cancel``)."""
 
-    def __init__(self, store: JobStore, job_id: str, samples: Path, publish) -> None:
-        self.store, self.job_id, self.samples, self.publish = store, job_id, samples, publish
+    def __init__(self, claim: Claim, samples: Path) -> None:
+        self.claim, self.samples = claim, samples
         self._grid: Path | None = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, *_) -> None:
@@ -97,45 +86,51 @@ class _JobHooks(pl.Callback):
         if grids and grids[-1] != self._grid:
             self._grid = grids[-1]
             preview = grids[-1].read_bytes()
-        self.store.progress(self.job_id, trainer.global_step, trainer.max_steps, preview)
-        self.publish(self.job_id)
-        job = self.store.get(self.job_id)
-        if job is not None and job.cancel_requested:
-            raise TrainingCancelled(self.job_id)
+        self.claim.progress(trainer.global_step, trainer.max_steps, preview)
+        if self.claim.cancel.is_set():
+            raise TrainingCancelled(self.claim.id)
 
 
 class TrainingRunner:
     """Runs claimed training jobs one at a time (the worker never batches them)."""
 
-    def __init__(self, settings: Settings, store: JobStore, files: JobFiles, events: JobEvents | None = None):
-        self.settings, self.store, self.files = settings, store, files
-        self.report = JobReporter(store, events)
+    def __init__(self, settings: Settings, store: JobStore):
+        self.settings, self.store = settings, store
 
-    def run(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            self._run_one(job)
+    def run(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            self._run_one(claim)
 
-    def _run_one(self, job: Job) -> None:
+    def _run_one(self, claim: Claim) -> None:
         from dreamloom.train.dreambooth.run import run_dreambooth  # Lightning's import is slow; only for training
 
+        job = claim.job
         request = TrainingRequest.model_validate({k: v for k, v in job.request.items() if k != "origin"})
-        folder = self.files.folder(job.id)
+        instance = self._instance_images(job.id)
         entry = ModelRegistry(self.settings.models_dir).resolve(request.base_model)
-        cfg = request.to_config(folder / INSTANCE_DIR, folder / RUN_DIR, entry.location)
-        hooks = _JobHooks(self.store, job.id, cfg.output_dir / "samples", self.report.publish)
+        cfg = request.to_config(instance, self.store.blobs.work_dir(job.id) / RUN_DIR, entry.location)
         try:
             # "latest": a job restarted after a crash continues from its newest checkpoint
-            result = run_dreambooth(cfg, resume="latest", callbacks=[hooks])
+            result = run_dreambooth(cfg, resume="latest", callbacks=[_JobHooks(claim, cfg.output_dir / "samples")])
             self._install(request, cfg.output_dir)
         except TrainingCancelled:
-            self.report.finish(job, JobState.cancelled)
+            claim.finish(JobState.cancelled)
             return
         except Exception as error:
-            self.report.finish(job, JobState.failed, error=describe(error))
+            claim.finish(JobState.failed, error=describe(error))
             return
         outputs = {"installed": request.name, "method": request.method, "steps": result.steps if result else None,
                    "minutes": round(result.minutes, 3) if result else None}
-        self.report.finish(job, JobState.done, result=outputs)
+        claim.finish(JobState.done, result=outputs)
+
+    def _instance_images(self, job_id: str) -> Path:
+        """The subject's images as the trainer reads them: files in a folder of the job's work dir."""
+        folder = self.store.blobs.work_dir(job_id) / INSTANCE_DIR
+        folder.mkdir(exist_ok=True)
+        for name in self.store.blobs.inputs(job_id):
+            if not (path := folder / f"{name}.png").exists():
+                self.store.blobs.load_input(job_id, name).save(path)
+        return folder
 
     def _install(self, request: TrainingRequest, run_dir: Path) -> None:
         """Copy the trained LoRA folder (or diffusers model folder) into the models folder."""
@@ -145,12 +140,9 @@ class TrainingRunner:
         shutil.copytree(source, target)
 
 
-
-def run_files(files: JobFiles, job_id: str) -> tuple[Path | None, list[Path]]:
+def run_files(store: JobStore, job_id: str) -> tuple[Path | None, list[Path]]:
     """A training job's loss chart (if drawn yet) and its sample grids, oldest first."""
-    run_dir = files.folder(job_id) / RUN_DIR
+    run_dir = store.blobs.work_dir(job_id) / RUN_DIR
     loss = run_dir / "loss.png"
     samples = sorted((run_dir / "samples").glob("step-*.png")) if (run_dir / "samples").is_dir() else []
     return (loss if loss.exists() else None), samples
-
-

@@ -1,7 +1,8 @@
-"""The worker: takes jobs from the store in order (compatible ones together) and runs them.
+"""The worker: takes jobs from the store in order (compatible ones together) and runs them,
+keeping their leases alive, and requeues the jobs of workers that died.
 
-It talks to the store only through ``JobStore``, so the same worker can later run in many
-processes on many hosts against a shared store."""
+It talks to the store only through ``JobStore``, so the same worker can run in many processes
+on many hosts against a shared store."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from dreamloom.jobs.model import Job, JobState
+from dreamloom.jobs.lease import Claim, kept_alive
+from dreamloom.jobs.model import Job, JobState, describe
 from dreamloom.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
-#: Runs a claimed group of jobs of one kind to their final states.
-Handler = Callable[[list[Job]], None]
+#: Runs a claimed group of jobs of one kind to their final states (``Claim.finish``).
+Handler = Callable[[list[Claim]], None]
 
 
 class Worker:
@@ -29,16 +31,21 @@ class Worker:
     clients that resubmit as soon as their last images arrive reach the queue a few
     milliseconds after the worker is free again, and would otherwise each run alone (the
     dynamic-batching delay of inference servers). It is spent only while the previous group
-    had company, so a lone client never waits."""
+    had company, so a lone client never waits (it must stay well under the lease: jobs
+    claimed while gathering are not yet heartbeating).
+
+    Every third of a lease, the running thread also requeues jobs whose lease expired (any
+    worker's: one that died, or hung), as cog's queue reclaims stale stream entries first.
+    ``name`` identifies the worker in the store; a fixed one lets a restarted process
+    ``recover(worker=name)`` its previous run's jobs at once instead of a lease later."""
 
     def __init__(self, store: JobStore, handlers: dict[str, Handler], max_batch: int = 8, poll_seconds: float = 1.0,
-                 on_change: Callable[[str], None] | None = None, batch_wait: float = 0.0):
+                 batch_wait: float = 0.0, name: str | None = None):
         self.store, self.handlers, self.max_batch = store, handlers, max_batch
         self.batch_wait = batch_wait
         self._gathering = True  # the last group held several jobs: others are likely on their way
         self.poll_seconds = poll_seconds
-        self.on_change = on_change
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -48,9 +55,7 @@ class Worker:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        wake = getattr(self.store, "wake", None)
-        if wake is not None:
-            wake()
+        self.store.wake()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -62,20 +67,17 @@ class Worker:
         if self._gathering:
             jobs += self._gather(jobs)
         self._gathering = len(jobs) > 1
-        for job in jobs:
-            self._changed(job.id)
+        claims = [Claim(self.store, job) for job in jobs]
         handler = self.handlers.get(jobs[0].kind)
-        try:
-            if handler is None:
-                raise ValueError(f"no worker for jobs of kind {jobs[0].kind!r}")
-            handler(jobs)
-        except Exception as error:  # the worker outlives any job
-            log.exception("jobs %s failed", [j.id for j in jobs])
-            for job in jobs:
-                current = self.store.get(job.id)
-                if current is not None and current.state == JobState.running:
-                    self.store.finish(job.id, JobState.failed, error=f"{type(error).__name__}: {error}")
-                    self._changed(job.id)
+        with kept_alive(claims, self.store.lease_seconds / 3):
+            try:
+                if handler is None:
+                    raise ValueError(f"no worker for jobs of kind {jobs[0].kind!r}")
+                handler(claims)
+            except Exception as error:  # the worker outlives any job
+                log.exception("jobs %s failed", [j.id for j in jobs])
+                for claim in claims:
+                    claim.finish(JobState.failed, error=describe(error))
         return jobs
 
     def _gather(self, group: list[Job]) -> list[Job]:
@@ -94,10 +96,11 @@ class Worker:
         return more
 
     def _loop(self) -> None:
+        next_recover = 0.0
         while not self._stop.is_set():
+            if time.monotonic() >= next_recover:
+                if requeued := self.store.recover():
+                    log.warning("requeued jobs whose lease expired: %s", requeued)
+                next_recover = time.monotonic() + self.store.lease_seconds / 3
             if not self.run_next():
-                self.store.wait_for_work(self.poll_seconds)
-
-    def _changed(self, job_id: str) -> None:
-        if self.on_change is not None:
-            self.on_change(job_id)
+                self.store.wait_for_work(min(self.poll_seconds, self.store.lease_seconds / 3))
