@@ -1,4 +1,5 @@
-"""Load a registry entry as a diffusers pipeline, refusing pickle unless allowed.
+"""Load a registry entry as a diffusers pipeline, refusing pickle unless allowed; the runtime's
+backend (``runtime.diffusers_backend``) calls this and then places it as its load plan says.
 
 Single-file checkpoints in the original LDM layout load offline through ``single_file``.
 """
@@ -48,13 +49,13 @@ def quiet_loading() -> Iterator[None]:
 
 def load_pipeline(
     entry: ModelEntry,
-    device: torch.device,
     dtype: torch.dtype,
     allow_pickle: bool = False,
     known_folders: list[Path] = (),
     tokenizers_dir: Path | None = None,
 ) -> DiffusionPipeline:
-    """Load ``entry`` onto ``device``; pickle (.ckpt/.bin/.pt) only with ``allow_pickle``.
+    """Load ``entry`` at ``dtype``, where the loader puts it (the CPU); pickle (.ckpt/.bin/.pt)
+    only with ``allow_pickle``. Placing the components is the runtime's (``runtime.LoadPlan``).
 
     ``known_folders`` are diffusers folders whose configs a single-file checkpoint with the
     same tensors may borrow; ``tokenizers_dir`` holds CLIP tokenizers for real checkpoints
@@ -64,7 +65,7 @@ def load_pipeline(
     with quiet_loading():
         pipeline = _load(entry, dtype, allow_pickle, list(known_folders), tokenizers_dir)
     pipeline.set_progress_bar_config(disable=True)
-    return pipeline.to(device)
+    return pipeline
 
 
 def _load(

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from diffusers import DiffusionPipeline
 
 from dreamloom.config import Settings
-from dreamloom.models.device import pick_device, pick_dtype
-from dreamloom.models.loading import load_pipeline, model_hash
+from dreamloom.models.loading import model_hash
 from dreamloom.models.lora import load_lora, lora_hash, weights_file
 from dreamloom.models.registry import ModelEntry, ModelRegistry
+from dreamloom.runtime.backend import Backend, WeightSource
+from dreamloom.runtime.diffusers_backend import DiffusersBackend
+from dreamloom.runtime.plan import LoadPlan
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,16 @@ class LoadedModel:
 
 
 class ModelManager:
-    """Loads models by name onto the configured device, keeping the ``capacity`` most recent."""
+    """Loads models by name through a runtime ``backend`` as its load ``plan`` says (default: the
+    diffusers backend, everything on the configured device), keeping the ``capacity`` most recent.
+    This is the engine's only path to weights."""
 
-    def __init__(self, settings: Settings, capacity: int = 1):
+    def __init__(self, settings: Settings, capacity: int = 1, backend: Backend | None = None,
+                 plan: LoadPlan | None = None):
         self.settings = settings
         self.registry = ModelRegistry(settings.models_dir, allow_hub=settings.allow_hub)
-        self.device = pick_device(settings.device)
-        self.dtype = pick_dtype(self.device, settings.dtype)
+        self.backend: Backend = backend or DiffusersBackend()
+        self.plan = plan or LoadPlan.from_settings(settings)
         self.capacity = capacity
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
@@ -59,14 +64,19 @@ class ModelManager:
             if entry.location in self._loaded:
                 self._loaded.move_to_end(entry.location)
                 return self._loaded[entry.location]
-            known = [e.path for e in self.registry.entries() if e.format == "diffusers"]
-            tokenizers = self.registry.models_dir / "tokenizers" if self.registry.models_dir else None
-            pipeline = load_pipeline(entry, self.device, self.dtype, self.settings.allow_pickle, known, tokenizers)
+            pipeline = self.backend.load(entry, self.plan, self._source())
             loaded = LoadedModel(entry, pipeline, model_hash(entry))
             self._loaded[entry.location] = loaded
             while len(self._loaded) > self.capacity:
                 self._loaded.popitem(last=False)
             return loaded
+
+    def _source(self) -> WeightSource:
+        """Where weights may come from: the operator's pickle choice, the local diffusers folders a
+        single-file checkpoint may take configs from, the models folder's tokenizers."""
+        known = [e.path for e in self.registry.entries() if e.format == "diffusers"]
+        tokenizers = self.registry.models_dir / "tokenizers" if self.registry.models_dir else None
+        return WeightSource(self.settings.allow_pickle, known, tokenizers)
 
     @contextmanager
     def with_loras(
