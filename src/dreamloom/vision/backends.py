@@ -48,6 +48,23 @@ class Completion:
     finish_reason: FinishReason = "stop"
 
 
+class EmptyAnswer(VisionError):
+    """The model wrote no text: it closed its turn at once (``finish_reason`` "stop"), or
+    ``max_new_tokens`` ran out before a word (only special tokens, "length"). Raised instead
+    of returning "", which a client cannot tell from a lost answer; ``completion`` holds the
+    token counts, so a front end can still report them."""
+
+    def __init__(self, model: str, completion: Completion):
+        if completion.finish_reason == "length":
+            why = (f"max_new_tokens={completion.completion_tokens} ran out before any text (only special tokens); "
+                   "allow more tokens")
+        else:
+            why = (f"it ended its turn after {completion.completion_tokens} token(s) without a word; the question "
+                   "may be outside what it has learned: ask it another way")
+        super().__init__(f"{model} gave an empty answer: {why}")
+        self.completion = completion
+
+
 class TokenStream:
     """An answer arriving piece by piece: iterate for the text deltas; once exhausted,
     ``completion`` holds the whole answer and its token counts."""
@@ -75,11 +92,18 @@ class VisionBackend(ABC):
 
     @abstractmethod
     def complete(self, messages: list[Message], options: GenerationOptions | None = None) -> Completion:
-        """Answer ``messages`` (already parsed) in one piece."""
+        """Answer ``messages`` (already parsed) in one piece; ``EmptyAnswer`` if it has no text."""
 
     @abstractmethod
     def stream(self, messages: list[Message], options: GenerationOptions | None = None) -> TokenStream:
-        """Answer ``messages`` (already parsed) piece by piece."""
+        """Answer ``messages`` (already parsed) piece by piece; the stream raises ``EmptyAnswer``
+        at its end if no text came."""
+
+    def _answered(self, completion: Completion) -> Completion:
+        """``completion`` if it holds text; every backend's answers pass here, so none is empty."""
+        if not completion.text.strip():
+            raise EmptyAnswer(self.name, completion)
+        return completion
 
     @overload
     def chat(self, messages: list[dict | Message], stream: Literal[False] = False,
@@ -96,11 +120,12 @@ class VisionBackend(ABC):
         return self.stream(parsed, options) if stream else self.complete(parsed, options).text
 
     def caption(self, image: ImageInput) -> str:
-        """A one-sentence description of ``image`` (the model's answer to ``CAPTION_PROMPT``)."""
+        """A one-sentence description of ``image`` (the model's answer to ``CAPTION_PROMPT``);
+        ``EmptyAnswer`` rather than an empty caption."""
         return self.ask(image, CAPTION_PROMPT)
 
     def ask(self, image: ImageInput, question: str) -> str:
-        """The model's answer to ``question`` about ``image``."""
+        """The model's answer to ``question`` about ``image``; ``EmptyAnswer`` if it has none."""
         if not question or not question.strip():
             raise ValueError("the question is empty: ask something about the image")
         message = Message("user", [load_image(image), question.strip()])
@@ -111,5 +136,7 @@ class VisionBackend(ABC):
         (``ENHANCE_SYSTEM``); the prompt itself when the model answers nothing."""
         if not prompt or not prompt.strip():
             raise ValueError("the prompt to enhance is empty")
-        answer = self.complete([Message("system", [ENHANCE_SYSTEM]), Message("user", [prompt.strip()])]).text
-        return answer.strip() or prompt.strip()
+        try:
+            return self.complete([Message("system", [ENHANCE_SYSTEM]), Message("user", [prompt.strip()])]).text.strip()
+        except EmptyAnswer:
+            return prompt.strip()

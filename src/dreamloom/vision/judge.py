@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from PIL import Image
 
 from dreamloom.shapeworld import ObjectSpec, parse_prompt, score_image
-from dreamloom.vision.backends import VisionBackend
+from dreamloom.vision.backends import EmptyAnswer, VisionBackend
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
 
@@ -132,7 +132,10 @@ def judge(backend: VisionBackend, image: Image.Image, prompt: str) -> Judgement:
     answers, asked = [], {}
     for question in questions_for(prompt):
         if question.text not in asked:  # two objects of one description share their questions
-            asked[question.text] = backend.ask(image, question.text)
+            try:
+                asked[question.text] = backend.ask(image, question.text)
+            except EmptyAnswer:  # no answer fails its check; the other questions still count
+                asked[question.text] = ""
         answer = asked[question.text]
         answers.append((question.check, question.text, answer, answer_passes(answer, question.accepted)))
     judgement = Judgement(prompt, answers)

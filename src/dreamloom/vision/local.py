@@ -57,7 +57,8 @@ class LocalBackend(VisionBackend):
         return cls(model, load_processor(location), name or str(location), options)
 
     def _inputs(self, messages: list[Message], prefill: str = "") -> BatchFeature:
-        """Token ids (and pixels) of ``messages`` through the processor's chat template, the
+        """Token ids (and pixels) of ``messages`` through the processor's chat template (a
+        turn's one image before its text, as the model was trained: ``to_template``), the
         assistant's turn opened and started with ``prefill``."""
         template, images = to_template(messages)
         text = self.processor.apply_chat_template(template, add_generation_prompt=True, tokenize=False) + prefill
@@ -84,7 +85,7 @@ class LocalBackend(VisionBackend):
         stops = self.model.generation_config.eos_token_id
         stops = set(stops if isinstance(stops, list) else [stops])
         cut = len(ids) >= options.max_new_tokens and (not ids or ids[-1] not in stops)
-        return Completion(text, inputs["input_ids"].shape[1], len(ids), "length" if cut else "stop")
+        return self._answered(Completion(text, inputs["input_ids"].shape[1], len(ids), "length" if cut else "stop"))
 
     def _decode(self, new: torch.Tensor) -> str:
         return self.processor.tokenizer.decode(new[0], skip_special_tokens=True).strip()

@@ -109,16 +109,42 @@ def parse_messages(messages: list[dict | Message], max_pixels: int = MAX_PIXELS)
     return parsed
 
 
+def trained_order(parts: list[Part]) -> list[Part]:
+    """``parts`` in the order vision-language models are trained on: a turn's one image
+    first, then its text; consecutive text parts joined by a newline.
+
+    Chat templates write parts in the order given, and OpenAI clients send the text before
+    the image, but Llama 4 (Meta's prompt format: ``<|image|>`` then the question), Llama
+    3.2 Vision, LLaVA and Qwen-VL were all trained with the image first; a model that never
+    saw the question before the image may not answer it (dreamloom-tiny-vlm closed its turn
+    at once). With one image its place carries no meaning, so it moves; several images may
+    be interleaved with text that refers to each ("this one ... that one"), so they stay.
+    Templates join text parts with nothing between: "What colour is" + "the circle?" would
+    read "isthe"."""
+    merged: list[Part] = []
+    for part in parts:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] = f"{merged[-1].rstrip()}\n{part.lstrip()}"
+        else:
+            merged.append(part)
+    images = [p for p in merged if isinstance(p, Image.Image)]
+    if len(images) != 1:
+        return merged
+    texts = [p for p in merged if isinstance(p, str)]
+    return images + (["\n".join(t.strip() for t in texts)] if texts else [])
+
+
 def to_template(messages: list[Message]) -> tuple[list[dict], list[Image.Image]]:
     """The messages as transformers' chat templates read them (an ``{"type": "image"}`` part
-    where each image goes, the system prompt as a plain string), and the images in order."""
+    where each image goes, the system prompt as a plain string), each turn's parts in
+    ``trained_order``, and the images in order."""
     rendered, images = [], []
     for message in messages:
         if message.role == "system":
             rendered.append({"role": "system", "content": message.text})
             continue
         content = []
-        for part in message.parts:
+        for part in trained_order(message.parts):
             if isinstance(part, Image.Image):
                 images.append(part)
                 content.append({"type": "image"})

@@ -132,7 +132,8 @@ class RemoteBackend(VisionBackend):
                                   f"{response.text[:200]!r}") from None
         usage = data.get("usage") or {}
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        return Completion(text.strip(), usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), finish)
+        return self._answered(Completion(text.strip(), usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
+                                         finish))
 
     def stream(self, messages: list[Message], options: GenerationOptions | None = None) -> TokenStream:
         options = options or self.options
@@ -156,7 +157,7 @@ class RemoteBackend(VisionBackend):
 
         def finish(text: str) -> Completion:
             usage = state["usage"]
-            return Completion(text.strip(), usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
-                              state["finish"])
+            return self._answered(Completion(text.strip(), usage.get("prompt_tokens", 0),
+                                             usage.get("completion_tokens", 0), state["finish"]))
 
         return TokenStream(pieces(), finish)
