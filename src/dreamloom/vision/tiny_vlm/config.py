@@ -72,6 +72,10 @@ class DataConfig(_Strict):
          "relation": 0.1, "position": 0.1, "exists": 0.1},
         description="Odds of each question kind in training.",
     )
+    text_first: float = Field(0.0, ge=0, le=1, description="Share of chats whose question comes before the image, "
+                                                           "as OpenAI clients send it.")
+    reworded: float = Field(0.0, ge=0, le=1, description="Share of questions worded as users word them "
+                                                         "(questions.reword: other phrasings, case, punctuation).")
 
     @model_validator(mode="after")
     def _known_kinds(self) -> DataConfig:
@@ -93,6 +97,8 @@ class VisionStageConfig(_Strict):
 class TinyVlmConfig(_Strict):
     output_dir: Path = Path("training/tiny-vlm")
     seed: int = 0
+    init_from: Path | None = Field(None, description="Fine-tune: start from this model folder's weights (a "
+                                                     "finished run's output_dir/model) and skip stage 1.")
     steps: int = Field(2000, description="Steps of stage 2: the whole model on captions and questions.")
     batch_size: int = 64
     lr: float = 2e-3

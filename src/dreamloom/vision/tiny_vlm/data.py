@@ -7,7 +7,9 @@ model's own template, tokenized by its own processor: one image, then several qu
 in turn, each answered; the loss covers only the answers. Several turns per image give
 the vision encoder several answers' gradient per forward pass; the first turn is exactly
 the single-question chat every caller sends (attention is causal), so training and use
-match.
+match. Callers send that turn's image before or after its question (OpenAI clients put
+the text first) and word questions their own way: ``text_first`` and ``reworded`` are the
+shares of chats trained that way.
 
 Each batch also carries what lies under each image token's cell of the image (the shape
 and colour covering it), read from the ground truth: the recipe's auxiliary loss.
@@ -27,7 +29,7 @@ from transformers import BatchFeature, Llama4Processor, PreTrainedTokenizerBase
 from dreamloom.shapeworld import Scene, sample_scenes
 from dreamloom.shapeworld.vocab import BACKGROUND_COLOURS, REFERENCE_RESOLUTION, SHAPES, SIZES
 from dreamloom.train.tiny_sd.data import rendered_shapeworld
-from dreamloom.vision.tiny_vlm.questions import Question, sample_question
+from dreamloom.vision.tiny_vlm.questions import Question, reword, sample_question
 from dreamloom.vision.tiny_vlm.tokenizer import EOT
 
 IGNORE = -100  # the label transformers' loss skips
@@ -35,18 +37,21 @@ CELL_SHAPES: tuple[str, ...] = ("none", *SHAPES)
 CELL_COLOURS: tuple[str, ...] = tuple(BACKGROUND_COLOURS)
 
 
-def user_turn(question: str, image: bool = True) -> dict:
-    """One user message: the image (first turn only), then the question, as Llama 4 prompts put it."""
-    return {"role": "user", "content": [*([{"type": "image"}] if image else []), {"type": "text", "text": question}]}
+def user_turn(question: str, image: bool = True, text_first: bool = False) -> dict:
+    """One user message: the image (first turn only) and the question, the image first as
+    Llama 4 prompts put it unless ``text_first``."""
+    parts = [*([{"type": "image"}] if image else []), {"type": "text", "text": question}]
+    return {"role": "user", "content": parts[::-1] if text_first else parts}
 
 
-def encode(processor: Llama4Processor, images: Sequence, chats: Sequence[Sequence[Question]]) -> BatchFeature:
-    """Model inputs for whole chats (one image, then each question and its answer),
-    right-padded, with ``labels`` that keep only the assistant turns: each answer and its
-    closing ``<|eot|>``."""
+def encode(processor: Llama4Processor, images: Sequence, chats: Sequence[Sequence[Question]],
+           text_first: Sequence[bool] | None = None) -> BatchFeature:
+    """Model inputs for whole chats (one image with the first question, in the order
+    ``text_first`` says per chat, then each further question and its answer), right-padded,
+    with ``labels`` that keep only the assistant turns: each answer and its closing ``<|eot|>``."""
     texts = []
-    for questions in chats:
-        turns = [user_turn(questions[0].text, image=True), {"role": "assistant", "content": questions[0].answer}]
+    for questions, first in zip(chats, text_first or [False] * len(chats)):
+        turns = [user_turn(questions[0].text, True, first), {"role": "assistant", "content": questions[0].answer}]
         for question in questions[1:]:
             turns += [user_turn(question.text, image=False), {"role": "assistant", "content": question.answer}]
         texts.append(processor.apply_chat_template(turns, tokenize=False))
@@ -102,18 +107,24 @@ def cell_targets(scene: Scene, grid: int) -> tuple[list[int], list[int]]:
 class QuestionBatches(IterableDataset):
     """Endless batches from step ``start`` on: batch ``n`` draws its scenes and questions from
     ``random.Random(f"{seed}-{n}")``, independent of every other batch; each chat asks
-    ``turns`` different questions about its image. ``grid``: image tokens per side."""
+    ``turns`` different questions about its image. ``grid``: image tokens per side.
+    ``text_first``, ``reworded``: shares of chats whose first question comes before the
+    image, and of questions worded as users word them (``questions.reword``)."""
 
     def __init__(self, processor: Llama4Processor, images: np.ndarray, scenes: list[Scene], kinds: dict[str, float],
-                 batch_size: int, turns: int, grid: int, seed: int, start: int = 0):
+                 batch_size: int, turns: int, grid: int, seed: int, start: int = 0, text_first: float = 0.0,
+                 reworded: float = 0.0):
         self.processor, self.images, self.scenes, self.kinds = processor, images, scenes, kinds
         self.batch_size, self.turns, self.grid, self.seed, self.start = batch_size, turns, grid, seed, start
+        self.text_first, self.reworded = text_first, reworded
 
     def chat(self, scene: Scene, rng: random.Random) -> list[Question]:
         """``turns`` questions about ``scene`` with different texts (fewer if it has fewer)."""
         questions: dict[str, Question] = {}
         for _ in range(4 * self.turns):  # a scene may have fewer distinct questions than turns
             question = sample_question(scene, self.kinds, rng)
+            if self.reworded and rng.random() < self.reworded:  # no draw at 0: the base recipe's batches stay
+                question = reword(question, scene, rng)
             questions.setdefault(question.text, question)
             if len(questions) == self.turns:
                 break
@@ -122,7 +133,9 @@ class QuestionBatches(IterableDataset):
     def batch(self, step: int) -> BatchFeature:
         rng = random.Random(f"{self.seed}-{step}")
         picked = [rng.randrange(len(self.scenes)) for _ in range(self.batch_size)]
-        batch = encode(self.processor, [self.images[i] for i in picked], [self.chat(self.scenes[i], rng) for i in picked])
+        chats = [self.chat(self.scenes[i], rng) for i in picked]
+        text_first = [bool(self.text_first) and rng.random() < self.text_first for _ in picked]
+        batch = encode(self.processor, [self.images[i] for i in picked], chats, text_first)
         shapes, colours = zip(*(cell_targets(self.scenes[i], self.grid) for i in picked))
         batch["cell_shapes"], batch["cell_colours"] = torch.tensor(shapes), torch.tensor(colours)
         return batch

@@ -40,9 +40,11 @@ def held_out_questions(per_group: int, kinds: Sequence[str] = KINDS) -> list[tup
 
 @torch.no_grad()
 def answer(model: Llama4ForConditionalGeneration, processor: ProcessorMixin, images: Sequence[Image.Image],
-           questions: Sequence[str], max_new_tokens: int) -> list[str]:
-    """Greedy answers to one question per image, in one batched ``generate`` call."""
-    texts = [processor.apply_chat_template([user_turn(q)], add_generation_prompt=True, tokenize=False) for q in questions]
+           questions: Sequence[str], max_new_tokens: int, text_first: bool = False) -> list[str]:
+    """Greedy answers to one question per image, in one batched ``generate`` call; the
+    question before the image when ``text_first``."""
+    texts = [processor.apply_chat_template([user_turn(q, text_first=text_first)], add_generation_prompt=True,
+                                           tokenize=False) for q in questions]
     inputs = processor(text=texts, images=list(images), padding=True, return_tensors="pt").to(model.device)
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     return [text.strip() for text in processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)]
@@ -64,9 +66,10 @@ def caption_reading(scene: Scene, caption: str) -> dict[str, bool]:
 
 
 def evaluate(model: Llama4ForConditionalGeneration, processor: ProcessorMixin, per_group: int, batch_size: int = 64,
-             progress: Callable[[int, int], None] | None = None) -> dict:
+             progress: Callable[[int, int], None] | None = None, text_first: bool = False) -> dict:
     """Exact-match accuracy per question kind over ``held_out_questions(per_group)``, and the
-    share of generated captions whose reading is right (overall, per part, per object count)."""
+    share of generated captions whose reading is right (overall, per part, per object count);
+    each question before its image when ``text_first``."""
     pairs = sorted(held_out_questions(per_group), key=lambda p: p[1].kind == "caption")  # short answers batch together
     model.eval()
     right: dict[str, list[bool]] = defaultdict(list)
@@ -75,7 +78,8 @@ def evaluate(model: Llama4ForConditionalGeneration, processor: ProcessorMixin, p
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         longest = max(_MAX_NEW_TOKENS.get(q.kind, _SHORT_ANSWER_TOKENS) for _, q in chunk)
-        replies = answer(model, processor, [render(s) for s, _ in chunk], [q.text for _, q in chunk], longest)
+        images, questions = [render(s) for s, _ in chunk], [q.text for _, q in chunk]
+        replies = answer(model, processor, images, questions, longest, text_first)
         for (scene, question), reply in zip(chunk, replies):
             if question.kind == "caption":
                 reading = caption_reading(scene, reply)

@@ -159,6 +159,36 @@ def ask(scene: Scene, kind: str, rng: random.Random) -> Question | None:
     raise ValueError(f"unknown question kind {kind!r}; choose from {', '.join(KINDS)}")
 
 
+#: How users word the questions the recipe asks in one fixed form: (kind, the fixed form's
+#: start, alternatives). Words outside the vocabulary ("in", "this", "it") reach the model
+#: as ``<|unk|>``: it learns the question from the words it knows and where the unknown ones stand.
+_REWORDINGS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("caption", "Describe the image.", ("Describe the image", "Describe this image.", "What is in this image?",
+                                        "What is in the image?", "What do you see?", "Caption the image.")),
+    ("colour", "What colour is the ", ("What color is the ", "What is the colour of the ", "Which colour is the ")),
+    ("shape", "What shape is the ", ("What is the shape of the ", "Which shape is the ")),
+    ("count", "How many shapes are there?", ("How many shapes are in the image?", "How many objects are there?",
+                                             "How many shapes?", "Count the shapes.")),
+)
+#: Questions about "it" for a scene of one object: nothing else can be meant.
+_ABOUT_IT = {"colour": ("What colour is it?", "What color is this?"), "shape": ("What shape is it?", "What is it?")}
+
+
+def reword(question: Question, scene: Scene, rng: random.Random) -> Question:
+    """``question`` as a user might write it: another wording where one is known, in any case,
+    with its final punctuation kept, changed or dropped. The answer stays the same."""
+    text = question.text
+    options = [alt + text[len(start):] for kind, start, alts in _REWORDINGS if kind == question.kind
+               and text.startswith(start) for alt in alts]
+    if len(scene.objects) == 1:
+        options += _ABOUT_IT.get(question.kind, ())
+    if options and rng.random() < 0.7:
+        text = rng.choice(options)
+    text = text.rstrip(".?!") + rng.choice(("?", "?", ".", "", " ?", "!"))
+    text = rng.choice((text, text, text.lower(), text.upper(), text[0].lower() + text[1:]))
+    return replace(question, text=text)
+
+
 def sample_question(scene: Scene, weights: dict[str, float], rng: random.Random) -> Question:
     """A question of a kind drawn by ``weights``, redrawn until the scene has one of that kind."""
     kinds, odds = zip(*weights.items())

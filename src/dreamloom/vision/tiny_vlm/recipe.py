@@ -1,5 +1,5 @@
 """The dreamloom-tiny-vlm recipe: a tiny ``Llama4ForConditionalGeneration`` trained from
-scratch on ShapeWorld. ``dreamloom train tiny-vlm``.
+scratch on ShapeWorld, or fine-tuned from a finished run (``init_from``). ``dreamloom train tiny-vlm``.
 
 Stage 1 (``vision_stage``): the vision encoder learns what lies in each image token's
 cell. Stage 2: the whole model learns captions and answers. Its loss is next-token
@@ -64,7 +64,9 @@ class VlmModule(pl.LightningModule):
         self._image_tokens: torch.Tensor | None = None
 
     def _keep_image_tokens(self, projector: nn.Module, inputs, output: torch.Tensor) -> None:
-        self._image_tokens = output  # (images x tokens, hidden): what replaces the <|patch|> embeddings
+        # what replaces the <|patch|> embeddings, as (images x tokens, hidden): transformers 5.24
+        # projects (images, tokens, hidden) at once, earlier versions the flattened tokens
+        self._image_tokens = output.flatten(0, -2)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         shapes, colours = batch.pop("cell_shapes"), batch.pop("cell_colours")
@@ -89,7 +91,8 @@ class VlmModule(pl.LightningModule):
     def train_dataloader(self) -> DataLoader:
         data = self.cfg.data
         batches = QuestionBatches(self.processor, self.images, self.scenes, data.kinds, self.cfg.batch_size, data.turns,
-                                  self.cell_head.grid, self.cfg.seed, start=self.trainer.global_step)
+                                  self.cell_head.grid, self.cfg.seed, start=self.trainer.global_step,
+                                  text_first=data.text_first, reworded=data.reworded)
         return DataLoader(batches, batch_size=None)
 
 
@@ -215,10 +218,14 @@ def run_recipe(cfg: TinyVlmConfig, resume: str | None = None) -> Path:
     processor = build_processor(cfg)
     data = cfg.data
     images, scenes = training_scenes(cfg.output_dir / "data", data.train_scenes, data.seed, cfg.vision.image_size)
-    model = Llama4ForConditionalGeneration(llama4_config(cfg, processor.tokenizer))
     head = CellHead(cfg.text.hidden_size, cfg.vision.grid)
-    vision = run_vision_stage(cfg, VisionModule(cfg, model, head, processor.image_processor, images, scenes),
-                              checkpoints[vision_stage.STAGE])
+    if cfg.init_from is not None:  # fine-tuning: the encoder has learned its cells already
+        model = Llama4ForConditionalGeneration.from_pretrained(cfg.init_from)
+        vision = {"init_from": str(cfg.init_from), "train_seconds": 0}
+    else:
+        model = Llama4ForConditionalGeneration(llama4_config(cfg, processor.tokenizer))
+        vision = run_vision_stage(cfg, VisionModule(cfg, model, head, processor.image_processor, images, scenes),
+                                  checkpoints[vision_stage.STAGE])
     module = VlmModule(cfg, processor, model, head, images, scenes)
     curve = AccuracyCurve(cfg.output_dir / STAGE / "accuracy_curve.jsonl", cfg.eval_every, cfg.eval_scenes)
     trainer, timer = _fit(cfg, STAGE, cfg.steps, module, checkpoints[STAGE], [curve], ("accuracy_curve.jsonl",))
@@ -234,6 +241,7 @@ def run_recipe(cfg: TinyVlmConfig, resume: str | None = None) -> Path:
         "parameters": parameter_counts(model),
         "weights_bytes": (folder / "model.safetensors").stat().st_size,
         **evaluate(model, processor, cfg.eval_scenes),
+        "vqa_exact_match_text_first": evaluate(model, processor, cfg.eval_scenes, text_first=True)["vqa_exact_match"],
     }
     (cfg.output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
