@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -14,12 +15,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from dreamloom.config import Settings
-from dreamloom.cli.options import with_model_options
+from dreamloom.cli.options import ENGINE_SETTINGS, Renamed, with_model_options, with_settings_options
 from dreamloom.cli.vision import enhance_prompt, mark_enhanced, register as register_vision_commands
 from dreamloom.cli.vlm import register as register_vlm_commands
+from dreamloom.config import Settings
+from dreamloom.errors import one_line
+from dreamloom.generate.lora_syntax import lora_weights, parse_lora
 from dreamloom.generate.request import GenerationRequest
-from dreamloom.server.config import ServerConfig, ServerLimits
+from dreamloom.models.registry import ModelRegistry
+from dreamloom.server.config import ServerConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 train_app = typer.Typer(no_args_is_help=True, help="Train models.")
@@ -31,14 +35,9 @@ errors = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    # emoji=False: a message quoting a value such as 'a:b:c' must not grow an emoji
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True, emoji=False)
     raise typer.Exit(2)
-
-
-def _validation_message(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "request"
-    return f"--{where.replace('_', '-')}: {first['msg'].removeprefix('Value error, ')}"
 
 
 def friendly_errors(fn):
@@ -49,7 +48,7 @@ def friendly_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ValidationError as error:
-            _fail(_validation_message(error))
+            _fail(one_line(error))
         except (ValueError, FileNotFoundError, OSError) as error:
             _fail(str(error))
 
@@ -66,21 +65,33 @@ def _open_image(path: Path | None):
     return Image.open(path).convert("RGB")
 
 
+def _check_models(settings: Settings, model: str, loras: Iterable[str] = ()) -> None:
+    """Refuse an unknown model or LoRA before the engine (torch, diffusers: seconds) is imported."""
+    registry = ModelRegistry(settings.models_dir, allow_hub=settings.allow_hub)
+    registry.resolve(model, allow_paths=True)
+    for name in loras:
+        registry.resolve_lora(name, allow_paths=True)
+
+
+#: ``GenerationRequest.loras`` as the command line spells it.
+LORA_OPTION = Renamed("--lora", list[str] | None, metavar="NAME[:WEIGHT]",
+                      help="A LoRA from the models folder's Lora/ (or a path); repeat for several.",
+                      convert=lambda texts: [parse_lora(text) for text in texts])
+#: The request fields an evaluation sweeps with (the prompts are the evaluation's own).
+SAMPLING = ("sampler", "steps", "cfg_scale")
+
+
 @app.command()
-@with_model_options(GenerationRequest, skip={"prompt", "init_image", "mask", "loras"})
 @friendly_errors
+@with_settings_options(*ENGINE_SETTINGS)
+@with_model_options(GenerationRequest, skip={"prompt", "init_image", "mask"}, renamed={"loras": LORA_OPTION})
 def generate(
     values: dict,
+    settings: dict,
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
-    lora: Annotated[list[str] | None, typer.Option(
-        metavar="NAME[:WEIGHT]", help="A LoRA from the models folder's Lora/ (or a path); repeat for several.")] = None,
     init_image: Annotated[Path | None, typer.Option(help="img2img/inpaint: the starting image.")] = None,
     mask: Annotated[Path | None, typer.Option(help="inpaint: white where to redraw.")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Where to write PNGs (default: settings' outputs dir).")] = None,
-    models_dir: Annotated[Path | None, typer.Option(help="Models folder (default: ./models or $DREAMLOOM_MODELS_DIR).")] = None,
-    device: Annotated[str | None, typer.Option(help="cuda, mps, xpu or cpu.")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, float16 or bfloat16.")] = None,
-    allow_pickle: Annotated[bool, typer.Option(help="Allow .ckpt/.bin/.pt weights (they can run code).")] = False,
     enhance: Annotated[bool, typer.Option(help="Rewrite the prompt through the vision model first (the infotext "
                                                "keeps the original as 'Enhanced from').")] = False,
     enhance_model: Annotated[str | None, typer.Option(help="--enhance: the vision model (a local name or folder; with "
@@ -89,17 +100,17 @@ def generate(
                                                               "(key from $DREAMLOOM_VISION_API_KEY or $OPENAI_API_KEY).")] = None,
 ) -> None:
     """Text-to-image; with --init-image, image-to-image; with --mask too, inpainting."""
-    from dreamloom.generate.engine import Engine
-    from dreamloom.generate.lora_syntax import parse_lora
-
-    loras = [parse_lora(text) for text in lora or []]
-    settings = Settings.from_env(models_dir=models_dir, device=device, dtype=dtype, allow_pickle=allow_pickle or None)
-    original = prompt
+    engine_settings = Settings.from_env(**settings)
+    images = {"init_image": _open_image(init_image), "mask": _open_image(mask)}
+    request = GenerationRequest(prompt=prompt, **images, **values)
+    _check_models(engine_settings, request.model, lora_weights(request.prompt, request.loras))
     if enhance:
-        prompt = enhance_prompt(prompt, settings, enhance_model, enhance_base_url)
-    request = GenerationRequest(prompt=prompt, init_image=_open_image(init_image), mask=_open_image(mask),
-                                loras=loras, **values)
-    engine = Engine(settings)
+        enhanced = enhance_prompt(prompt, engine_settings, enhance_model, enhance_base_url)
+        request = GenerationRequest(prompt=enhanced, **images, **values)
+
+    from dreamloom.generate.engine import Engine
+
+    engine = Engine(engine_settings)
     total = request.n_iter
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=errors, transient=True) as bar:
@@ -110,12 +121,13 @@ def generate(
             allow_paths=True,
         )
     if enhance:
-        result.infotexts = mark_enhanced(result.infotexts, original)
+        result.infotexts = mark_enhanced(result.infotexts, prompt)
     for path in engine.save(result, output_dir):
         console.print(str(path), highlight=False, soft_wrap=True)
 
 
 def _parse_users(auth: list[str]) -> dict[str, str]:
+    """``--auth``'s ``USER:PASS[,USER:PASS]`` values as ``ServerConfig.users``."""
     users = {}
     for item in (part for text in auth for part in text.split(",") if part):
         user, sep, password = item.partition(":")
@@ -126,44 +138,31 @@ def _parse_users(auth: list[str]) -> dict[str, str]:
 
 
 @app.command()
-@with_model_options(ServerLimits, skip=set())
 @friendly_errors
-def serve(
-    values: dict,
-    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (AUTOMATIC1111's default).")] = 7860,
-    api_key: Annotated[list[str] | None, typer.Option(
-        envvar="DREAMLOOM_API_KEY", help="Require `Authorization: Bearer KEY`; repeat for several keys.")] = None,
-    auth: Annotated[list[str] | None, typer.Option(
-        metavar="USER:PASS[,USER:PASS]", help="Require HTTP basic auth (AUTOMATIC1111's --api-auth).")] = None,
-    batch_size: Annotated[int, typer.Option(
-        min=1, help="Most images drawn in one forward pass across queued jobs; 1 runs one job at a time.")] = 8,
-    batch_wait: Annotated[float, typer.Option(
-        min=0.0, max=10.0, help="Seconds to wait for compatible jobs to fill a batch that has room.")] = 0.05,
-    preview_every: Annotated[int, typer.Option(min=0, help="Decode a preview every N steps (0: none).")] = 5,
-    data_dir: Annotated[Path, typer.Option(help="The job database and every job's files.")] = Path("outputs/server"),
-    ui: Annotated[bool, typer.Option(help="Serve the web UI at / (--no-ui: the APIs only).")] = True,
-    models_dir: Annotated[Path | None, typer.Option(help="Models folder (default: ./models or $DREAMLOOM_MODELS_DIR).")] = None,
-    device: Annotated[str | None, typer.Option(help="cuda, mps, xpu or cpu.")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, float16 or bfloat16.")] = None,
-    allow_pickle: Annotated[bool, typer.Option(help="Allow .ckpt/.bin/.pt weights (they can run code).")] = False,
-) -> None:
+@with_settings_options(*ENGINE_SETTINGS)
+@with_model_options(ServerConfig, renamed={
+    "api_keys": Renamed("--api-key", list[str] | None, envvar="DREAMLOOM_API_KEY",
+                        help="Require `Authorization: Bearer KEY`; repeat for several keys."),
+    "users": Renamed("--auth", list[str] | None, metavar="USER:PASS[,USER:PASS]",
+                     help="Require HTTP basic auth (AUTOMATIC1111's --api-auth).", convert=_parse_users),
+})
+def serve(values: dict, settings: dict) -> None:
     """Serve the web UI (/), the AUTOMATIC1111 API (/sdapi/v1), the OpenAI API (/v1) and the job API (/api/v1)."""
+    config = ServerConfig(**values)
+    engine_settings = Settings.from_env(**settings)
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.auth_required:
+        errors.print(f"[yellow]warning:[/yellow] serving on {config.host} without --api-key or --auth: anyone who "
+                     "can reach it can use it", highlight=False)
+    console.print(f"dreamloom serving on http://{config.host}:{config.port}  "
+                  f"({'web UI: /, ' if config.ui else ''}API docs: /docs)", highlight=False)
+
     import uvicorn
 
     from dreamloom.server.app import create_app
 
-    config = ServerConfig(host=host, port=port, api_keys=api_key or [], users=_parse_users(auth or []),
-                          batch_size=batch_size, batch_wait=batch_wait, preview_every=preview_every, data_dir=data_dir,
-                          ui=ui, limits=ServerLimits(**values))
-    settings = Settings.from_env(models_dir=models_dir, device=device, dtype=dtype, allow_pickle=allow_pickle or None)
-    if host not in ("127.0.0.1", "localhost", "::1") and not config.auth_required:
-        errors.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key or --auth: anyone who can reach "
-                     "it can use it", highlight=False)
-    console.print(f"dreamloom serving on http://{host}:{port}  ({'web UI: /, ' if ui else ''}API docs: /docs)",
-                  highlight=False)
     # open txt2img calls wait for their jobs; the jobs themselves survive a restart, so do not wait on them
-    uvicorn.run(create_app(config, settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+    uvicorn.run(create_app(config, engine_settings), host=config.host, port=config.port, log_level="warning",
+                timeout_graceful_shutdown=3)
 
 
 @app.command()
@@ -181,12 +180,11 @@ def info(image: Annotated[Path, typer.Argument(help="A PNG written by dreamloom,
 
 @app.command()
 @friendly_errors
-def models(models_dir: Annotated[Path | None, typer.Option(help="Models folder to scan.")] = None) -> None:
+@with_settings_options("models_dir")
+def models(settings: dict) -> None:
     """List the models and LoRAs dreamloom can load by name."""
-    from dreamloom.models.registry import ModelRegistry
-
     table = Table("name", "format", "location")
-    registry = ModelRegistry(Settings.from_env(models_dir=models_dir).models_dir)
+    registry = ModelRegistry(Settings.from_env(**settings).models_dir)
     for entry in [*registry.entries(), *registry.loras()]:
         table.add_row(entry.name + (" (embedded)" if entry.embedded else ""), entry.format, entry.location)
     console.print(table)
@@ -194,41 +192,44 @@ def models(models_dir: Annotated[Path | None, typer.Option(help="Models folder t
 
 @app.command()
 @friendly_errors
+@with_settings_options("models_dir")
 def export(
+    settings: dict,
     model: Annotated[str, typer.Argument(help="Model name or diffusers folder.")],
     destination: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
     half: Annotated[bool, typer.Option(help="Store float16 weights.")] = False,
-    models_dir: Annotated[Path | None, typer.Option(help="Models folder.")] = None,
 ) -> None:
     """Write a diffusers model as one LDM-layout .safetensors (for AUTOMATIC1111, ComfyUI)."""
-    from dreamloom.models.export import export_single_file
-    from dreamloom.models.registry import ModelRegistry
-
-    entry = ModelRegistry(Settings.from_env(models_dir=models_dir).models_dir).resolve(model, allow_paths=True)
+    entry = ModelRegistry(Settings.from_env(**settings).models_dir).resolve(model, allow_paths=True)
     if entry.format != "diffusers":
         raise ValueError(f"{model} is not a diffusers folder; only those can be exported")
+
+    from dreamloom.models.export import export_single_file
+
     console.print(str(export_single_file(entry.path, destination, half=half)))
 
 
 @eval_app.command("adherence")
 @friendly_errors
+@with_model_options(GenerationRequest, only=SAMPLING)
 def eval_adherence(
+    values: dict,
     model: Annotated[str, typer.Option(help="Model name or path.")] = "dreamloom-tiny-sd",
     prompts: Annotated[int, typer.Option(min=1, help="Held-out prompts per group (1-, 2- and 3-object).")] = 200,
-    sampler: Annotated[str, typer.Option(help="Sampler.")] = GenerationRequest.model_fields["sampler"].default,
-    steps: Annotated[int, typer.Option(help="Steps.")] = 20,
-    cfg_scale: Annotated[float, typer.Option(help="Guidance scale.")] = 7.0,
     groups: Annotated[str, typer.Option(help="Comma-separated object counts to evaluate.")] = "1,2",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
 ) -> None:
     """Generate for held-out ShapeWorld prompts and report adherence per attribute."""
+    sampling = GenerationRequest(prompt="", model=model, **values)
+    settings = Settings.from_env()
+    _check_models(settings, model)
+    counts = {int(g): prompts for g in groups.split(",")}
+
     from dreamloom.eval.adherence import measure_adherence
     from dreamloom.eval.engine_generate import engine_generate_fn
     from dreamloom.generate.engine import Engine
 
-    engine = Engine(Settings.from_env())
-    counts = {int(g): prompts for g in groups.split(",")}
-    generate_fn = engine_generate_fn(engine, model, sampler, steps, cfg_scale)
+    generate_fn = engine_generate_fn(Engine(settings), model, sampling.sampler, sampling.steps, sampling.cfg_scale)
     with Progress(TextColumn("scoring held-out prompts"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=errors, transient=True) as bar:
         task = bar.add_task("", total=sum(counts.values()))
@@ -239,7 +240,7 @@ def eval_adherence(
         cells = [f"{attrs[a]:.1%}" if a in attrs else "-" for a in ("colour", "shape", "size", "background", "relation", "count")]
         table.add_row(group, str(row["prompts"]), f"{row['correct']:.1%}", f"{row['score']:.3f}", *cells)
     Console(width=max(console.width, 110)).print(table)  # whole column names, also when piped
-    text = json.dumps({"model": model, "sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, **report}, indent=2)
+    text = json.dumps({"model": model, **sampling.model_dump(include=set(SAMPLING)), **report}, indent=2)
     console.print(text, highlight=False)
     if json_out:
         json_out.write_text(text)
@@ -254,11 +255,12 @@ def train_tiny_sd(
 ) -> None:
     """Train dreamloom-tiny-sd from scratch (resumes an interrupted run in the same output dir)."""
     from dreamloom.train.tiny_sd.config import load_config
+
+    recipe = load_config(config, overrides or [])  # refused before the trainer (torch, Lightning) is imported
+
     from dreamloom.train.tiny_sd.recipe import run_recipe
 
-    if not config.exists():
-        raise FileNotFoundError(f"no such config: {config}")
-    console.print(str(run_recipe(load_config(config, overrides or []), stage=stage)))
+    console.print(str(run_recipe(recipe, stage=stage)))
 
 
 @train_app.command("tiny-clip")
@@ -268,10 +270,11 @@ def train_tiny_clip(
     overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
 ) -> None:
     """Train dreamloom-tiny-clip from scratch (resumes an interrupted run in the same output dir)."""
+    if not config.exists():  # checked here: the recipe's module imports torch and Lightning (seconds)
+        raise FileNotFoundError(f"no such config: {config}")
+
     from dreamloom.train.tiny_clip import load_config, run_recipe
 
-    if not config.exists():
-        raise FileNotFoundError(f"no such config: {config}")
     console.print(str(run_recipe(load_config(config, overrides or []))))
 
 
@@ -300,9 +303,11 @@ def train_dreambooth(
 ) -> None:
     """DreamBooth: teach a model a subject from 3-5 images (full fine-tune or LoRA)."""
     from dreamloom.train.dreambooth.config import load_dreambooth_config
+
+    cfg = load_dreambooth_config(config, overrides or [])  # refused before the trainer is imported
+
     from dreamloom.train.dreambooth.run import run_dreambooth
 
-    cfg = load_dreambooth_config(config, overrides or [])
     result = run_dreambooth(cfg, resume=resume, class_progress=_ClassImageBar())
     if result is None:  # a DDP worker process: rank 0 reports
         return
@@ -315,29 +320,32 @@ def train_dreambooth(
 
 @eval_app.command("dreambooth")
 @friendly_errors
+@with_model_options(GenerationRequest, only=SAMPLING)
 def eval_dreambooth(
+    values: dict,
     model: Annotated[str, typer.Option(help="Model name or path: the fine-tuned model, or the base for a LoRA.")] = "dreamloom-tiny-sd",
     subject: Annotated[str, typer.Option(help="Shipped ShapeWorld subject the model was taught.")] = "striped-star",
     lora: Annotated[list[str] | None, typer.Option(help="LoRA to apply, name[:weight]; repeatable.")] = None,
     identifier: Annotated[str, typer.Option(help="The unique token of the instance prompt.")] = "sks",
     samples: Annotated[int, typer.Option(min=2, max=16, help="Images per prompt (seeds 0..n-1).")] = 4,
-    sampler: Annotated[str, typer.Option(help="Sampler.")] = GenerationRequest.model_fields["sampler"].default,
-    steps: Annotated[int, typer.Option(help="Steps.")] = 20,
-    cfg_scale: Annotated[float, typer.Option(help="Guidance scale.")] = 7.0,
     clip_model: Annotated[str, typer.Option(help="CLIP for CLIP-I and DIV.")] = "dreamloom-tiny-clip",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
 ) -> None:
     """The DreamBooth paper's measures: subject fidelity (CLIP-I, detector), prompt fidelity, PRES, DIV."""
-    from dreamloom.eval.clip_embedding import load_clip
-    from dreamloom.eval.dreambooth import evaluate_dreambooth
-    from dreamloom.eval.engine_generate import engine_sample_fn
-    from dreamloom.generate.engine import Engine
-    from dreamloom.generate.lora_syntax import parse_lora
     from dreamloom.shapeworld.subjects import get_subject
 
     chosen = get_subject(subject)
     loras = [parse_lora(value) for value in lora or []]
-    sample = engine_sample_fn(Engine(Settings.from_env()), model, sampler, steps, cfg_scale, loras)
+    sampling = GenerationRequest(prompt="", model=model, loras=loras, **values)
+    settings = Settings.from_env()
+    _check_models(settings, model, [weight.name for weight in loras])
+
+    from dreamloom.eval.clip_embedding import load_clip
+    from dreamloom.eval.dreambooth import evaluate_dreambooth
+    from dreamloom.eval.engine_generate import engine_sample_fn
+    from dreamloom.generate.engine import Engine
+
+    sample = engine_sample_fn(Engine(settings), model, sampling.sampler, sampling.steps, sampling.cfg_scale, loras)
     with Progress(TextColumn("context prompts"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=errors, transient=True) as bar:
         task = bar.add_task("", total=None)
@@ -350,8 +358,8 @@ def eval_dreambooth(
                   f"{report['prompt_fidelity']['context']:.1%}", f"{report['pres']['clip_i']:.3f}",
                   f"{report['pres']['detected']:.1%}", f"{report['div']:.3f}")
     Console(width=max(console.width, 110)).print(table)
-    text = json.dumps({"model": model, "loras": lora or [], "sampler": sampler, "steps": steps, "cfg_scale": cfg_scale,
-                       **report}, indent=2)
+    text = json.dumps({"model": model, "loras": lora or [], **sampling.model_dump(include=set(SAMPLING)), **report},
+                      indent=2)
     console.print(text, highlight=False)
     if json_out:
         json_out.write_text(text)

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from dreamloom.cli.options import with_model_options
+from dreamloom.cli.options import with_model_options, with_settings_options
 from dreamloom.config import Settings
 from dreamloom.vision.service import VisionConfig, open_backend
 
@@ -29,25 +29,21 @@ errors = Console(stderr=True)
 #: The infotext field that keeps the prompt as the user wrote it when ``--enhance`` rewrote it.
 ENHANCED_FROM = "Enhanced from"
 
-ModelsDir = Annotated[Path | None, typer.Option(help="Models folder (default: ./models or $DREAMLOOM_MODELS_DIR).")]
-Device = Annotated[str | None, typer.Option(help="cuda, mps, xpu or cpu.")]
-Dtype = Annotated[str | None, typer.Option(help="float32, float16 or bfloat16.")]
+#: The Settings a vision command offers: where its model is, and where it runs.
+VISION_SETTINGS = ("models_dir", "device", "dtype")
 
 
-def _backend(values: dict, models_dir: Path | None, device: str | None, dtype: str | None):
-    settings = Settings.from_env(models_dir=models_dir, device=device, dtype=dtype)
-    return open_backend(VisionConfig(**values), settings, allow_paths=True)
+def _backend(values: dict, settings: dict):
+    return open_backend(VisionConfig(**values), Settings.from_env(**settings), allow_paths=True)
 
 
 def caption(
     values: dict,
+    settings: dict,
     target: Annotated[Path, typer.Argument(metavar="IMG|DIR", help="An image, or a folder of training images.")],
     token: Annotated[str | None, typer.Option(help="Unique token of a DreamBooth subject to put in each caption (sks).")] = None,
     class_noun: Annotated[str | None, typer.Option(help="The subject's class noun, which the token goes before (star).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace caption files that already exist.")] = False,
-    models_dir: ModelsDir = None,
-    device: Device = None,
-    dtype: Dtype = None,
 ) -> None:
     """Caption an image; for a folder, write name.txt beside every image (kohya's convention)."""
     from dreamloom.vision.captioning import caption_folder, folder_images, insert_token
@@ -58,7 +54,7 @@ def caption(
         raise ValueError("--token and --class-noun go together: the token names a subject of the class (sks star)")
     if target.is_dir():
         folder_images(target)  # refuse an ambiguous folder before loading the model
-    backend = _backend(values, models_dir, device, dtype)
+    backend = _backend(values, settings)
     if target.is_file():
         text = backend.caption(target)
         console.print(escape(insert_token(text, token, class_noun) if token else text), highlight=False)
@@ -75,11 +71,9 @@ def caption(
 
 def ask(
     values: dict,
+    settings: dict,
     image: Annotated[Path, typer.Argument(help="The image to ask about.")],
     question: Annotated[str, typer.Argument(help="The question.")],
-    models_dir: ModelsDir = None,
-    device: Device = None,
-    dtype: Dtype = None,
 ) -> None:
     """Ask the vision model a question about an image."""
     from dreamloom.vision.images import load_image
@@ -87,17 +81,15 @@ def ask(
     picture = load_image(image)
     if not question.strip():
         raise ValueError("the question is empty: ask something about the image")
-    console.print(escape(_backend(values, models_dir, device, dtype).ask(picture, question)), highlight=False)
+    console.print(escape(_backend(values, settings).ask(picture, question)), highlight=False)
 
 
 def judge(
     values: dict,
+    settings: dict,
     image: Annotated[Path, typer.Argument(help="A generated image.")],
     prompt: Annotated[str, typer.Argument(help="The prompt it was generated from.")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
-    models_dir: ModelsDir = None,
-    device: Device = None,
-    dtype: Dtype = None,
 ) -> None:
     """Score how well an image follows its prompt by asking the vision model (VQA); on
     ShapeWorld prompts, compare with the exact scorer."""
@@ -107,7 +99,7 @@ def judge(
     picture = load_image(image)
     if not prompt.strip():
         raise ValueError("the prompt is empty: give the prompt the image was generated from")
-    result = run_judge(_backend(values, models_dir, device, dtype), picture, prompt)
+    result = run_judge(_backend(values, settings), picture, prompt)
     exact = result.exact or {}
     table = Table("check", "question", "answer", "VQA", "exact", title=f"judging: {escape(prompt)}")
     for check, question, answer, passed in result.answers:
@@ -142,4 +134,5 @@ def mark_enhanced(infotexts: list[str], original: str) -> list[str]:
 def register(app: typer.Typer, friendly_errors: Callable) -> None:
     """Add ``caption``, ``ask`` and ``judge`` to ``app``, their failures reported by ``friendly_errors``."""
     for command in (caption, ask, judge):
-        app.command()(with_model_options(VisionConfig, skip=set())(friendly_errors(command)))
+        with_settings = with_settings_options(*VISION_SETTINGS)(with_model_options(VisionConfig)(command))
+        app.command()(friendly_errors(with_settings))

@@ -79,11 +79,12 @@ def train_tiny_vlm(
     resume: Annotated[str | None, typer.Option(help="Continue from a checkpoint path, or 'latest' of output_dir.")] = None,
 ) -> None:
     """Train dreamloom-tiny-vlm (a tiny Llama 4) from scratch on ShapeWorld captions and questions."""
+    if not config.exists():  # checked here: the recipe's config imports transformers (seconds)
+        raise FileNotFoundError(f"no such config: {config}")
+
     from dreamloom.vision.tiny_vlm.config import load_config
     from dreamloom.vision.tiny_vlm.recipe import run_recipe
 
-    if not config.exists():
-        raise FileNotFoundError(f"no such config: {config}")
     console.print(str(run_recipe(load_config(config, overrides or []), resume=resume)), highlight=False)
 
 

@@ -10,6 +10,7 @@ __all__ = ["ServerConfig", "ServerLimits"]
 
 
 class ServerConfig(ServiceConfig):
-    host: str = Field("127.0.0.1", description="Address to bind; 127.0.0.1 keeps the server local.")
+    host: str = Field("127.0.0.1", description="Address to bind; 127.0.0.1 keeps the server local, "
+                                                  "0.0.0.0 exposes it to the network.")
     port: int = Field(7860, ge=0, le=65535, description="Port (AUTOMATIC1111's default).")
-    ui: bool = Field(True, description="Serve the web UI at / (the APIs keep their paths).")
+    ui: bool = Field(True, description="Serve the web UI at / (off: the APIs only, at the same paths).")
