@@ -1,4 +1,5 @@
-"""The job store on a real SQLite file, and the worker running real generation jobs."""
+"""The worker running real generation jobs from a real store: batching, leases kept alive
+by heartbeats, a lost lease stopping the run. (The store itself: test_store_contract.py.)"""
 
 from __future__ import annotations
 
@@ -9,100 +10,34 @@ import numpy as np
 import pytest
 
 from dreamloom.generate.request import GenerationRequest
-from dreamloom.jobs.events import JobEvents
-from dreamloom.jobs.files import JobFiles
+from dreamloom.jobs import open_store
 from dreamloom.jobs.generation import GenerationRunner, load_request, submit_generation
+from dreamloom.jobs.lease import Claim
 from dreamloom.jobs.model import JobState
-from dreamloom.jobs.store import QueueFull, SQLiteJobStore
+from dreamloom.jobs.store import JobStore
 from dreamloom.jobs.worker import Worker
 
 
 @pytest.fixture
-def store(tmp_path) -> SQLiteJobStore:
-    return SQLiteJobStore(tmp_path / "jobs.sqlite")
-
-
-def test_claim_takes_oldest_and_batches_compatible_jobs(store):
-    a = store.submit("generate", {"n": 0}, batch_key="k1", images=2)
-    b = store.submit("generate", {"n": 1}, batch_key="k2", images=1)
-    c = store.submit("generate", {"n": 2}, batch_key="k1", images=2)
-    d = store.submit("generate", {"n": 3}, batch_key="k1", images=2)
-    claimed = store.claim("w", max_images=4)
-    assert [j.id for j in claimed] == [a.id, c.id]  # d would exceed 4 images; b has another key
-    assert all(j.state == JobState.running and j.worker == "w" and j.attempts == 1 for j in claimed)
-    assert [j.id for j in store.claim("w", max_images=4)] == [b.id]
-    assert [j.id for j in store.claim("w", max_images=4)] == [d.id]
-    assert store.claim("w", max_images=4) == []
-
-
-def test_unbatchable_jobs_run_alone(store):
-    first = store.submit("generate", {}, batch_key=None)
-    store.submit("generate", {}, batch_key=None)
-    assert [j.id for j in store.claim("w", max_images=8)] == [first.id]
-
-
-def test_a_second_connection_sees_everything_and_never_double_claims(store, tmp_path):
-    jobs = [store.submit("generate", {"i": i}, batch_key=None) for i in range(20)]
-    other = SQLiteJobStore(tmp_path / "jobs.sqlite")
-    claimed: list[str] = []
-    lock = threading.Lock()
-
-    def take(s):
-        while batch := s.claim(threading.current_thread().name, 1):
-            with lock:
-                claimed.extend(j.id for j in batch)
-
-    threads = [threading.Thread(target=take, args=(s,), name=f"w{i}") for i, s in enumerate([store, other] * 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(claimed) == sorted(j.id for j in jobs)
-
-
-def test_cancel_recover_and_queue_limit(store):
-    queued = store.submit("generate", {})
-    assert store.request_cancel(queued.id).state == JobState.cancelled
-    running = store.submit("generate", {})
-    store.claim("w", 1)
-    assert store.request_cancel(running.id).cancel_requested
-    assert store.get(running.id).state == JobState.running  # the worker stops it at its next step
-    store.submit("generate", {}, max_queued=2)
-    with pytest.raises(QueueFull, match="limit 2"):
-        store.submit("generate", {}, max_queued=2)
-    assert store.recover(stale_after=0.0) == [running.id]
-    assert store.get(running.id).state == JobState.queued and store.get(running.id).step == 0
-    with pytest.raises(ValueError, match="not a final state"):
-        store.finish(running.id, JobState.running)
-
-
-def test_files_stay_inside_the_job_folder(tmp_path):
-    files = JobFiles(tmp_path)
-    (tmp_path / "abc").mkdir()
-    (tmp_path / "abc" / "x.png").write_bytes(b"png")
-    (tmp_path / "secret.txt").write_text("no")
-    assert files.output("abc", "x.png") is not None
-    assert files.output("abc", "../secret.txt") is None
-    with pytest.raises(ValueError, match="not a job id"):
-        files.folder("../etc")
+def store(tmp_path) -> JobStore:
+    return open_store(tmp_path)
 
 
 def _pixels(image):
     return np.asarray(image, dtype=np.int16)
 
 
-def test_worker_batches_jobs_and_each_image_is_the_solo_image(engine, tmp_path):
-    store, files, events = SQLiteJobStore(tmp_path / "jobs.sqlite"), JobFiles(tmp_path / "jobs"), JobEvents()
+def test_worker_batches_jobs_and_each_image_is_the_solo_image(engine, store):
     requests = [
         GenerationRequest(prompt="a red circle", model="random-sd", steps=4, seed=3, batch_size=2),
         GenerationRequest(prompt="a blue square", model="random-sd", steps=4, seed=9, negative_prompt="green"),
         GenerationRequest(prompt="a green star", model="random-sd", steps=4, seed=-1),
         GenerationRequest(prompt="a green star", model="random-sd", steps=5, seed=1),  # other steps: another pass
     ]
-    jobs = [submit_generation(store, files, r) for r in requests]
+    jobs = [submit_generation(store, r) for r in requests]
     assert jobs[2].request["seed"] != -1  # drawn at submission, so a restarted job draws the same images
     passes: list[int] = []
-    runner = GenerationRunner(engine, store, files, events)
+    runner = GenerationRunner(engine, store)
     worker = Worker(store, {"generate": lambda group: (passes.append(len(group)), runner.run(group))}, max_batch=8)
     while worker.run_next():
         pass
@@ -110,30 +45,28 @@ def test_worker_batches_jobs_and_each_image_is_the_solo_image(engine, tmp_path):
     for job, request in zip(jobs, requests):
         done = store.get(job.id)
         assert done.state == JobState.done and done.step == done.total == request.steps
-        solo = engine.generate(load_request(done, files))
+        solo = engine.generate(load_request(done, store))
         assert done.result["seeds"] == solo.seeds
         for name, image in zip(done.result["files"], solo.images):
-            assert np.abs(_pixels(image) - _pixels(_open(files.output(job.id, name)))).max() <= 2
+            assert np.abs(_pixels(image) - _pixels(_open(store.blobs.output_path(job.id, name)))).max() <= 2
 
 
-def test_worker_with_batch_size_one_runs_jobs_one_at_a_time(engine, tmp_path):
-    store, files = SQLiteJobStore(tmp_path / "jobs.sqlite"), JobFiles(tmp_path / "jobs")
+def test_worker_with_batch_size_one_runs_jobs_one_at_a_time(engine, store):
     for seed in (1, 2):
-        submit_generation(store, files, GenerationRequest(prompt="a circle", model="random-sd", steps=2, seed=seed))
+        submit_generation(store, GenerationRequest(prompt="a circle", model="random-sd", steps=2, seed=seed))
     passes: list[int] = []
-    runner = GenerationRunner(engine, store, files)
+    runner = GenerationRunner(engine, store)
     worker = Worker(store, {"generate": lambda group: (passes.append(len(group)), runner.run(group))}, max_batch=1)
     while worker.run_next():
         pass
     assert passes == [1, 1]
 
 
-def test_a_failing_job_fails_alone(engine, tmp_path):
-    store, files = SQLiteJobStore(tmp_path / "jobs.sqlite"), JobFiles(tmp_path / "jobs")
-    good = submit_generation(store, files, GenerationRequest(prompt="a circle", model="random-sd", steps=2, seed=1))
-    bad = submit_generation(store, files, GenerationRequest(prompt="a circle", model="random-sd", steps=2, seed=2,
-                                                            loras=[{"name": "missing", "weight": 1.0}]))
-    worker = Worker(store, {"generate": GenerationRunner(engine, store, files).run})
+def test_a_failing_job_fails_alone(engine, store):
+    good = submit_generation(store, GenerationRequest(prompt="a circle", model="random-sd", steps=2, seed=1))
+    bad = submit_generation(store, GenerationRequest(prompt="a circle", model="random-sd", steps=2, seed=2,
+                                                     loras=[{"name": "missing", "weight": 1.0}]))
+    worker = Worker(store, {"generate": GenerationRunner(engine, store).run})
     while worker.run_next():
         pass
     assert store.get(good.id).state == JobState.done
@@ -144,7 +77,8 @@ def test_a_failing_job_fails_alone(engine, tmp_path):
 def test_unknown_kind_fails_the_job_not_the_worker(store):
     job = store.submit("paint", {})
     Worker(store, {}).run_next()
-    assert store.get(job.id).state == JobState.failed and "no worker for jobs of kind 'paint'" in store.get(job.id).error
+    failed = store.get(job.id)
+    assert failed.state == JobState.failed and "no worker for jobs of kind 'paint'" in failed.error
 
 
 def _open(path):
@@ -158,7 +92,7 @@ def test_worker_waits_briefly_to_fill_a_batch(store):
     """A compatible job that arrives while the worker gathers joins the group; another key does not."""
     store.submit("generate", {"n": 0}, batch_key="k")
     groups: list[list[int]] = []
-    worker = Worker(store, {"generate": lambda group: groups.append([j.request["n"] for j in group])},
+    worker = Worker(store, {"generate": lambda group: groups.append([c.job.request["n"] for c in group])},
                     max_batch=3, batch_wait=2.0)
     thread = threading.Thread(target=worker.run_next)
     thread.start()
@@ -175,3 +109,74 @@ def test_worker_waits_briefly_to_fill_a_batch(store):
     start = time.monotonic()
     worker.run_next()  # the last group was alone: no waiting
     assert groups[1:] == [[4], [5]] and time.monotonic() - start < 1.0
+
+
+def test_img2img_runs_alone_with_its_stored_init_image(engine, store):
+    from PIL import Image
+
+    request = GenerationRequest(prompt="a circle", model="random-sd", steps=4, seed=5,
+                                init_image=Image.new("RGB", (64, 64), (250, 0, 0)), denoising_strength=0.5)
+    job = submit_generation(store, request)
+    assert store.blobs.inputs(job.id) == ["init_image"]
+    Worker(store, {"generate": GenerationRunner(engine, store).run}).run_next()
+    done = store.get(job.id)
+    assert done.state == JobState.done, done.error
+    assert load_request(done, store).init_image.getpixel((0, 0)) == (250, 0, 0)
+
+
+def test_heartbeats_keep_a_long_silent_handler_alive(tmp_path):
+    """A handler that reports no step for three leases (a model load) keeps its job."""
+    store = open_store(tmp_path, lease_seconds=0.6)
+    job = store.submit("generate", {})
+    seen: list[list[str]] = []
+
+    def load_for_a_while(claims: list[Claim]) -> None:
+        time.sleep(1.8)
+        seen.append(store.recover())  # another worker looking for dead jobs finds none
+        claims[0].finish(JobState.done)
+
+    Worker(store, {"generate": load_for_a_while}).run_next()
+    assert seen == [[]] and store.get(job.id).state == JobState.done
+
+
+def test_cancel_reaches_a_silent_handler_through_its_heartbeat(tmp_path):
+    store = open_store(tmp_path, lease_seconds=0.3)
+    job = store.submit("generate", {})
+
+    def wait_for_cancel(claims: list[Claim]) -> None:
+        store.request_cancel(job.id)
+        assert claims[0].cancel.wait(5)
+        claims[0].finish(JobState.cancelled)
+
+    Worker(store, {"generate": wait_for_cancel}).run_next()
+    assert store.get(job.id).state == JobState.cancelled
+
+
+def test_a_lost_lease_stops_the_run_and_the_new_claim_wins(tmp_path):
+    store = open_store(tmp_path, lease_seconds=0.3)
+    job = store.submit("generate", {})
+
+    def superseded(claims: list[Claim]) -> None:
+        store.recover(worker=claims[0].job.worker)  # as if it had looked dead
+        (newer,) = store.claim("other", 1)
+        assert claims[0].cancel.wait(5) and claims[0].lost  # told by its next heartbeat
+        claims[0].finish(JobState.done, result={"from": "old"})  # dropped: not its job any more
+        store.finish(newer.id, newer.token, JobState.done, {"from": "new"})
+
+    Worker(store, {"generate": superseded}).run_next()
+    assert store.get(job.id).result == {"from": "new"}
+
+
+def test_a_running_worker_requeues_a_dead_workers_job(tmp_path):
+    store = open_store(tmp_path, lease_seconds=0.3)
+    job = store.submit("generate", {})
+    store.claim("dead", 1)  # and never heard from again
+    ran = threading.Event()
+    worker = Worker(store, {"generate": lambda claims: (claims[0].finish(JobState.done), ran.set())},
+                    poll_seconds=0.05)
+    worker.start()
+    try:
+        assert ran.wait(10)
+    finally:
+        worker.stop()
+    assert store.get(job.id).state == JobState.done and store.get(job.id).token == 2

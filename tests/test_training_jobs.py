@@ -14,9 +14,8 @@ import pytest
 from conftest import live_server
 
 from dreamloom.config import Settings
-from dreamloom.jobs.files import JobFiles
+from dreamloom.jobs import open_store
 from dreamloom.jobs.model import JobState
-from dreamloom.jobs.store import SQLiteJobStore
 from dreamloom.jobs.training import TrainingRunner, destination, submit_training
 from dreamloom.jobs.worker import Worker
 from dreamloom.shapeworld import render, sample_scenes
@@ -89,10 +88,11 @@ def test_a_wrong_training_request_is_a_422_naming_the_field(server, change, fiel
 
 def test_cancel_stops_a_running_training_job_and_installs_nothing(tmp_path):
     settings = Settings(models_dir=tmp_path / "models", device="cpu")
-    store, files = SQLiteJobStore(tmp_path / "jobs.sqlite"), JobFiles(tmp_path / "jobs")
+    store = open_store(tmp_path)
     request = TrainingRequest(name="stopped", instance_prompt="a sks star", prior_preservation=False, steps=500)
-    job = submit_training(store, files, settings, request, subject(2))
-    worker = Worker(store, {"train": TrainingRunner(settings, store, files).run}, poll_seconds=0.1)
+    job = submit_training(store, settings, request, subject(2))
+    assert store.blobs.inputs(job.id) == ["instance-00", "instance-01"]
+    worker = Worker(store, {"train": TrainingRunner(settings, store).run}, poll_seconds=0.1)
     worker.start()
     try:
         deadline = time.monotonic() + 120

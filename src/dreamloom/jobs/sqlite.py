@@ -54,6 +54,7 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 _COLUMNS = ("id, kind, request, state, owner, batch_key, images, step, total, result, error, cancel_requested, "
             "interrupt_requested, skip_requested, worker, attempts, lease_until, created, started, finished")
 
+_UNFINISHED = "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')"
 #: A write by the claim's own worker: the job is running and the token is current.
 _HELD = "id = ? AND state = 'running' AND attempts = ?"
 
@@ -136,9 +137,10 @@ class SQLiteJobStore(JobStore):
             try:
                 with self._transaction() as tx:
                     if max_queued is not None:
-                        (waiting,) = tx.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()
+                        (waiting,) = tx.execute(_UNFINISHED).fetchone()
                         if waiting >= max_queued:
-                            raise QueueFull(f"the queue is full ({waiting} jobs waiting or running; limit {max_queued})")
+                            raise QueueFull(f"the queue is full ({waiting} jobs waiting or running; "
+                                            f"limit {max_queued})")
                     tx.execute(
                         "INSERT INTO jobs (id, kind, request, state, owner, batch_key, images, created) "
                         "VALUES (?,?,?,?,?,?,?,?)",
