@@ -10,28 +10,34 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 #: What pydantic puts before the text of an exception raised in a validator.
 _PREFIXES = ("Value error, ", "Assertion failed, ")
 
 
-def field_message(error: ValidationError, messages: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """The first error of ``error`` as (dotted field, message).
+def message_of(detail: ErrorDetails, messages: Mapping[str, str] | None = None) -> str:
+    """The message of one of pydantic's errors (an item of ``error.errors()``).
 
     Args:
-        error: what pydantic raised.
+        detail: the error.
         messages: replacement messages by pydantic error type, e.g.
             ``{"extra_forbidden": "unknown config key"}`` where the front end knows better words.
 
-    The field is ``""`` when a model validator refused the object as a whole; the message
-    loses pydantic's "Value error, " prefix, which says nothing to a user.
+    pydantic's "Value error, " prefix (put before an exception raised in a validator) says
+    nothing to a user and is dropped.
     """
-    first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"])
-    message = (messages or {}).get(first["type"]) or first["msg"]
+    message = (messages or {}).get(detail["type"]) or detail["msg"]
     for prefix in _PREFIXES:
         message = message.removeprefix(prefix)
-    return field, message
+    return message
+
+
+def field_message(error: ValidationError, messages: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The first error of ``error`` as (dotted field, message); the field is ``""`` when a model
+    validator refused the object as a whole. ``messages`` as for ``message_of``."""
+    first = error.errors()[0]
+    return ".".join(str(part) for part in first["loc"]), message_of(first, messages)
 
 
 def one_line(error: ValidationError, whole: str = "request", messages: Mapping[str, str] | None = None) -> str:
