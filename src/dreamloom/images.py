@@ -1,11 +1,70 @@
-"""Small image helpers shared by generation, training and evaluation."""
+"""Small image helpers shared by generation, training, evaluation and every front end: the one
+decoder for images that arrive from outside (pixels capped before decoding), and grids."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import math
 from collections.abc import Sequence
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+#: Most pixels an image from outside may have unless the caller sets its own cap (about
+#: 8000x5000): a decoded 100 MP image alone takes 300 MB, and none of dreamloom's models
+#: looks at one whole.
+MAX_PIXELS = 40_000_000
+# PIL's own guard (a warning at MAX_IMAGE_PIXELS, an error at twice it) also covers decoders
+# dreamloom does not call itself (Gradio's uploads): make its error land at our cap.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
+
+
+def check_size(image: Image.Image, what: str = "the image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """``image`` itself, or a ValueError naming its size when it has more than ``max_pixels``
+    (read from the header: call it before ``load()``)."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ValueError(f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, over the limit of "
+                         f"{max_pixels / 1e6:.1f} MP; downscale it first")
+    if width == 0 or height == 0:
+        raise ValueError(f"{what} is empty ({width}x{height})")
+    return image
+
+
+def decode_image(raw: bytes, what: str = "the image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The image encoded in ``raw`` (any format PIL reads), its size checked before its pixels
+    are decoded; a ValueError naming ``what`` otherwise. The PNG text chunks (an infotext)
+    stay in ``image.info``."""
+    try:
+        image = Image.open(io.BytesIO(raw))
+    except UnidentifiedImageError:
+        raise ValueError(f"{what} is not an image (no format PIL reads: PNG, JPEG, WebP, ...)") from None
+    except Image.DecompressionBombError:
+        raise ValueError(f"{what} is over the limit of {max_pixels / 1e6:.1f} MP (a decompression bomb); "
+                         "downscale it first") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{what} is not a readable image ({type(error).__name__}: {error})") from None
+    with image:
+        check_size(image, what, max_pixels)
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ValueError(f"{what} is not a readable image ({type(error).__name__}: {error})") from None
+        return image.copy()
+
+
+def decode_base64_image(data: str, what: str = "the image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The image in a base64 string, with or without a ``data:image/...;base64,`` prefix."""
+    if not data or not data.strip():
+        raise ValueError(f"{what} is empty: send a base64-encoded PNG or JPEG")
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        raw = base64.b64decode(data.strip(), validate=False)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} is not valid base64") from None
+    return decode_image(raw, what, max_pixels)
 
 
 def make_grid(images: Sequence[Image.Image], columns: int | None = None) -> Image.Image:

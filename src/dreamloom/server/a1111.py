@@ -6,7 +6,9 @@ the queue, the batching, the limits and the owner scoping with dreamloom's own j
 handler never touches the engine. Fields A1111 clients send for features dreamloom lacks
 (hires fix, face restoration, scripts, subseeds, tiling, ...) are accepted and ignored, as
 A1111 itself ignores the settings of scripts it does not have. Bad input is a 422 naming the
-A1111 field, never a failed job.
+A1111 field, never a failed job. ``/options`` changes the server's settings only for the
+operator; anyone else's changes (the model webuiapi's ``util_set_model`` picks, clip skip)
+are kept for that caller alone, and only the options dreamloom honours are kept at all.
 """
 
 from __future__ import annotations
@@ -35,15 +37,12 @@ from dreamloom.models.loading import model_hash
 from dreamloom.models.lora import weights_file
 from dreamloom.models.registry import ModelEntry
 from dreamloom.server import vision_api
-from dreamloom.server.auth import caller
-from dreamloom.server.errors import field_error
-from dreamloom.server.images import decode_image
-from dreamloom.server.studio import Studio, studio_of
+from dreamloom.server.auth import Caller, StudioDep, caller
+from dreamloom.service.errors import InvalidField
+from dreamloom.service.principals import Principal
+from dreamloom.service.studio import Studio
 
 router = APIRouter(prefix="/sdapi/v1", tags=["automatic1111"], dependencies=[Depends(caller)])
-
-Owner = Annotated[str, Depends(caller)]
-StudioDep = Annotated[Studio, Depends(studio_of)]
 
 #: A1111's schedulers that dreamloom's sampler table can honour: name -> (label, default rho).
 SCHEDULERS = {"automatic": ("Automatic", -1.0), "karras": ("Karras", 7.0)}
@@ -73,8 +72,8 @@ class Txt2ImgRequest(BaseModel):
     n_iter: int = 1
     steps: int = 50
     cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
+    width: int | None = Field(None, description="Omitted: the model's native width (512 for SD 1.x).")
+    height: int | None = Field(None, description="Omitted: the model's native height.")
     override_settings: dict[str, Any] | None = Field(
         None, description="For this request only: sd_model_checkpoint, CLIP_stop_at_last_layers.")
     send_images: bool = True
@@ -119,10 +118,10 @@ def _resolve_model(studio: Studio, value: str, field: tuple[str, ...]) -> str:
     """The registry name for an A1111 checkpoint value: a name, a ``model_name``, or a title
     ``"name [hash]"``; a 422 listing the models otherwise."""
     wanted = _HASH_SUFFIX.sub("", str(value))
-    for entry in studio.engine.models.registry.entries():
+    for entry in studio.models():
         if wanted in (entry.name, _model_name(entry)):
             return entry.name
-    raise field_error(field, f"unknown model {value!r}; available: {', '.join(studio.model_names())}")
+    raise InvalidField(field, f"unknown model {value!r}; available: {', '.join(studio.model_names())}")
 
 
 def _sampler(name: str, scheduler: str | None) -> str:
@@ -131,11 +130,11 @@ def _sampler(name: str, scheduler: str | None) -> str:
     labels = {key: key for key in SCHEDULERS} | {label.lower(): key for key, (label, _) in SCHEDULERS.items()}
     key = labels.get((scheduler or "automatic").lower())
     if key is None:
-        raise field_error("scheduler", f"unknown scheduler {scheduler!r}; available: {', '.join(SCHEDULERS)}")
+        raise InvalidField("scheduler", f"unknown scheduler {scheduler!r}; available: {', '.join(SCHEDULERS)}")
     if key == "karras" and name in SAMPLERS and not name.endswith(" Karras"):
         if f"{name} Karras" not in SAMPLERS:
             karras = ", ".join(n.removesuffix(" Karras") for n in SAMPLERS if n.endswith(" Karras"))
-            raise field_error("scheduler", f"{name!r} has no Karras schedule here; samplers with one: {karras}")
+            raise InvalidField("scheduler", f"{name!r} has no Karras schedule here; samplers with one: {karras}")
         return f"{name} Karras"
     return name
 
@@ -143,19 +142,20 @@ def _sampler(name: str, scheduler: str | None) -> str:
 # --- generation ---------------------------------------------------------------------------------
 
 
-def _mask(data: str, invert: bool) -> Image.Image:
+def _mask(studio: Studio, data: str, invert: bool) -> Image.Image:
     """A1111's mask rule: a mask with transparency is its alpha channel, any other its luminance."""
-    mask = decode_image(data, "mask")
+    mask = studio.policy.image(data, "mask")
     if mask.mode == "RGBA" and mask.getextrema()[-1] != (255, 255):
         mask = mask.getchannel("A")
     mask = mask.convert("L")
     return ImageOps.invert(mask) if invert else mask
 
 
-def _generation_request(body: Txt2ImgRequest, studio: Studio) -> GenerationRequest:
+def _generation_request(body: Txt2ImgRequest, studio: Studio, principal: Principal) -> GenerationRequest:
     """The dreamloom request an A1111 body asks for; a 422 naming the A1111 field if it is bad."""
     overrides = body.override_settings or {}
-    model = studio.default_model
+    preferences = studio.preferences_of(principal)
+    model = preferences.model
     if overrides.get("sd_model_checkpoint"):
         model = _resolve_model(studio, overrides["sd_model_checkpoint"], ("override_settings", "sd_model_checkpoint"))
     values: dict[str, Any] = {
@@ -163,24 +163,20 @@ def _generation_request(body: Txt2ImgRequest, studio: Studio) -> GenerationReque
         "sampler": _sampler(body.sampler_name or body.sampler_index, body.scheduler),
         "steps": body.steps, "cfg_scale": body.cfg_scale, "seed": body.seed, "width": body.width,
         "height": body.height, "batch_size": body.batch_size, "n_iter": body.n_iter,
-        "clip_skip": overrides.get("CLIP_stop_at_last_layers", studio.options.get("CLIP_stop_at_last_layers", 1)),
+        "clip_skip": overrides.get("CLIP_stop_at_last_layers", preferences.clip_skip),
     }
     if isinstance(body, Img2ImgRequest):
         if not body.init_images:
-            raise field_error("init_images", "img2img needs an init image")
-        values["init_image"] = decode_image(body.init_images[0], "init_images")
+            raise InvalidField("init_images", "img2img needs an init image")
+        values["init_image"] = studio.policy.image(body.init_images[0], "init_images")
         values["denoising_strength"] = body.denoising_strength
         if body.mask:  # A1111 treats an empty mask as none
-            values["mask"] = _mask(body.mask, invert=body.inpainting_mask_invert == 1)
+            values["mask"] = _mask(studio, body.mask, invert=body.inpainting_mask_invert == 1)
             values["mask_blur"] = 4 if body.mask_blur is None else body.mask_blur
     try:
         return GenerationRequest(**values)
     except ValidationError as error:
-        raise HTTPException(422, [
-            {"loc": ["body", *_A1111_FIELD.get(e["loc"][0], e["loc"][:1])] if e["loc"] else ["body"],
-             "msg": e["msg"], "type": e["type"]}
-            for e in error.errors()
-        ]) from None
+        raise InvalidField.from_validation(error, rename=_A1111_FIELD) from None
 
 
 def _info(request: GenerationRequest, job: Job) -> str:
@@ -207,7 +203,8 @@ def _info(request: GenerationRequest, job: Job) -> str:
     })
 
 
-def _response(body: Txt2ImgRequest, request: GenerationRequest, job: Job, studio: Studio) -> dict:
+def _response(body: Txt2ImgRequest, request: GenerationRequest, job: Job, studio: Studio,
+              principal: Principal) -> dict:
     if job.state == JobState.failed:
         raise HTTPException(500, job.error or "the generation failed")
     if job.state == JobState.cancelled:
@@ -215,27 +212,27 @@ def _response(body: Txt2ImgRequest, request: GenerationRequest, job: Job, studio
     parameters = body.model_dump()
     if isinstance(body, Img2ImgRequest) and not body.include_init_images:
         parameters["init_images"] = parameters["mask"] = None
-    images = studio.images_b64(job) if body.send_images else []
+    images = studio.images_b64(principal, job) if body.send_images else []
     return {"images": images, "parameters": parameters, "info": _info(request, job)}
 
 
-async def _generate(body: Txt2ImgRequest, owner: str, studio: Studio) -> dict:
+async def _generate(body: Txt2ImgRequest, principal: Principal, studio: Studio) -> dict:
     """Queue the job and await it; decoding, queueing and reading the files run in threads,
     so the event loop keeps serving /progress and /interrupt meanwhile."""
-    request = await run_in_threadpool(_generation_request, body, studio)
-    job = await run_in_threadpool(studio.submit, request, owner, "a1111")
-    job = await studio.wait(job.id)
-    return await run_in_threadpool(_response, body, request, job, studio)
+    request = await run_in_threadpool(_generation_request, body, studio, principal)
+    job = await run_in_threadpool(studio.submit, principal, request, "a1111")
+    job = await studio.wait(principal, job.id)
+    return await run_in_threadpool(_response, body, request, job, studio, principal)
 
 
 @router.post("/txt2img", summary="Text to image (waits for the images)")
-async def txt2img(body: Txt2ImgRequest, owner: Owner, studio: StudioDep) -> dict:
-    return await _generate(body, owner, studio)
+async def txt2img(body: Txt2ImgRequest, principal: Caller, studio: StudioDep) -> dict:
+    return await _generate(body, principal, studio)
 
 
 @router.post("/img2img", summary="Image to image, or inpainting with a mask (waits for the images)")
-async def img2img(body: Img2ImgRequest, owner: Owner, studio: StudioDep) -> dict:
-    return await _generate(body, owner, studio)
+async def img2img(body: Img2ImgRequest, principal: Caller, studio: StudioDep) -> dict:
+    return await _generate(body, principal, studio)
 
 
 # --- progress and stopping ----------------------------------------------------------------------
@@ -246,10 +243,10 @@ def _timestamp(when: float | None) -> str:
 
 
 @router.get("/progress", summary="The caller's newest running job: progress, ETA, preview")
-def progress(owner: Owner, studio: StudioDep, skip_current_image: bool = False) -> dict:
-    scope, most = owner or None, studio.config.limits.max_queue
-    running = studio.store.jobs(state=JobState.running, owner=scope, limit=most)
-    queued = studio.store.jobs(state=JobState.queued, owner=scope, limit=most)
+def progress(principal: Caller, studio: StudioDep, skip_current_image: bool = False) -> dict:
+    most = studio.config.limits.max_queue
+    running = studio.jobs(principal, JobState.running, limit=most)
+    queued = studio.jobs(principal, JobState.queued, limit=most)
     job = running[0] if running else None
     state = {"skipped": False, "interrupted": False, "job": "", "job_count": len(running) + len(queued),
              "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
@@ -258,60 +255,59 @@ def progress(owner: Owner, studio: StudioDep, skip_current_image: bool = False) 
         return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None, "textinfo": textinfo}
     state |= {"skipped": job.skip_requested, "interrupted": job.interrupt_requested, "job": job.id,
               "job_timestamp": _timestamp(job.started), "sampling_step": job.step, "sampling_steps": job.total}
-    preview = None if skip_current_image else studio.store.preview(job.id)
+    preview = None if skip_current_image else studio.preview(principal, job.id)
     return {"progress": job.progress, "eta_relative": job.eta_seconds() or 0.0, "state": state,
             "current_image": base64.b64encode(preview).decode() if preview else None, "textinfo": None}
 
 
-def _stop_running(owner: str, studio: Studio, skip: bool) -> dict:
-    """Ask the caller's running jobs (no one else's) to stop, or to skip their current batch."""
-    for job in studio.store.jobs(state=JobState.running, owner=owner or None, limit=studio.config.limits.max_queue):
-        studio.store.request_interrupt(job.id, skip=skip)
-        studio.events.publish(job.id)
+@router.post("/interrupt", summary="Stop the caller's running jobs now, keeping what is drawn")
+def interrupt(principal: Caller, studio: StudioDep) -> dict:
+    studio.interrupt(principal)
     return {}
 
 
-@router.post("/interrupt", summary="Stop the caller's running jobs now, keeping what is drawn")
-def interrupt(owner: Owner, studio: StudioDep) -> dict:
-    return _stop_running(owner, studio, skip=False)
-
-
 @router.post("/skip", summary="Drop the current batch of the caller's running jobs and go on")
-def skip(owner: Owner, studio: StudioDep) -> dict:
-    return _stop_running(owner, studio, skip=True)
+def skip(principal: Caller, studio: StudioDep) -> dict:
+    studio.interrupt(principal, skip=True)
+    return {}
 
 
 # --- options and listings -----------------------------------------------------------------------
 
 
+#: The A1111 options dreamloom honours, and the preference each one sets.
+_OPTIONS = {"sd_model_checkpoint": "model", "CLIP_stop_at_last_layers": "clip_skip"}
+
+
 @router.get("/options", summary="The settings A1111 clients read (the current model first of all)")
-def get_options(studio: StudioDep) -> dict:
-    current = next((e for e in studio.engine.models.registry.entries() if e.name == studio.default_model), None)
-    return {"CLIP_stop_at_last_layers": 1, "samples_format": "png", **studio.options,
-            "sd_model_checkpoint": _title(current) if current else studio.default_model}
+def get_options(principal: Caller, studio: StudioDep) -> dict:
+    preferences = studio.preferences_of(principal)
+    current = next((e for e in studio.models() if e.name == preferences.model), None)
+    return {"samples_format": "png", "CLIP_stop_at_last_layers": preferences.clip_skip,
+            "sd_model_checkpoint": _title(current) if current else preferences.model}
 
 
-@router.post("/options", summary="Change settings; sd_model_checkpoint picks the default model")
-def set_options(body: dict[str, Any], studio: StudioDep) -> None:
-    updates = dict(body)
-    if "sd_model_checkpoint" in updates:
-        checkpoint = updates["sd_model_checkpoint"]
-        updates["sd_model_checkpoint"] = _resolve_model(studio, checkpoint, ("sd_model_checkpoint",))
-    if "CLIP_stop_at_last_layers" in updates:
-        try:  # GenerationRequest holds the limits of clip_skip
-            GenerationRequest(prompt="", clip_skip=updates["CLIP_stop_at_last_layers"])
-        except ValidationError as error:
-            raise field_error("CLIP_stop_at_last_layers", error.errors()[0]["msg"]) from None
-    if updates.get("samples_format", "png") != "png":
-        raise field_error("samples_format", "dreamloom writes PNG only")
-    studio.options.update(updates)
+@router.post("/options", summary="Change settings: the server's for the operator, the caller's own for anyone else")
+def set_options(body: dict[str, Any], principal: Caller, studio: StudioDep) -> None:
+    """``sd_model_checkpoint`` picks the default model, ``CLIP_stop_at_last_layers`` the clip skip;
+    options dreamloom has no use for are accepted and not kept (A1111 ignores unknown ones too)."""
+    if body.get("samples_format", "png") != "png":
+        raise InvalidField("samples_format", "dreamloom writes PNG only")
+    values = {preference: body[option] for option, preference in _OPTIONS.items() if option in body}
+    if "model" in values:
+        values["model"] = _resolve_model(studio, values["model"], ("sd_model_checkpoint",))
+    try:
+        studio.set_preferences(principal, server_wide=principal.operator, **values)
+    except InvalidField as error:
+        names = {preference: (option,) for option, preference in _OPTIONS.items()}
+        raise InvalidField(names.get(error.problems[0].loc[0], error.problems[0].loc), error.problems[0].msg) from None
 
 
 @router.get("/sd-models", summary="The models, as A1111 lists checkpoints")
 def sd_models(studio: StudioDep) -> list[dict]:
     return [{"title": _title(e), "model_name": _model_name(e), "hash": _cached_hash(e, e.path.stat().st_mtime_ns),
              "sha256": None, "filename": e.location, "config": None}  # dreamloom keeps the short hash only
-            for e in studio.engine.models.registry.entries()]
+            for e in studio.models()]
 
 
 @router.post("/refresh-checkpoints", summary="Rescan the models folder (every listing rescans it anyway)")
@@ -351,7 +347,7 @@ def _lora_metadata(path: Path) -> dict:
 @router.get("/loras", summary="The LoRAs, usable in a prompt as <lora:name:weight>")
 def loras(studio: StudioDep) -> list[dict]:
     found = []
-    for entry in studio.engine.models.registry.loras():
+    for entry in studio.loras():
         path = weights_file(entry)
         name = _model_name(entry)
         found.append({"name": name, "alias": name, "path": str(path), "metadata": _lora_metadata(path)})
@@ -405,8 +401,8 @@ def memory() -> dict:
 
 
 @router.post("/png-info", summary="The generation parameters a PNG carries")
-def png_info(body: PngInfoRequest) -> dict:
-    image = decode_image(body.image.strip(), "image")
+def png_info(body: PngInfoRequest, studio: StudioDep) -> dict:
+    image = studio.policy.image(body.image.strip(), "image")
     items = {key: value for key, value in image.info.items() if isinstance(value, str)}
     info = items.pop("parameters", "")
     parameters: dict[str, str] = parse_infotext(info) if info else {}
@@ -421,5 +417,5 @@ class InterrogateRequest(BaseModel):
 
 
 @router.post("/interrogate", summary="Caption an image with the vision model")
-async def interrogate(body: InterrogateRequest, studio: StudioDep) -> dict:
-    return {"caption": await vision_api.caption_b64(studio, body.image, body.model)}
+async def interrogate(body: InterrogateRequest, principal: Caller, studio: StudioDep) -> dict:
+    return {"caption": await vision_api.caption_b64(studio, principal, body.image, body.model)}

@@ -9,10 +9,10 @@ from fastapi import FastAPI
 
 from dreamloom import __version__
 from dreamloom.config import Settings
-from dreamloom.server import a1111, jobs_api, openai_images, vision_api
+from dreamloom.server import a1111, errors, jobs_api, openai_images, vision_api
 from dreamloom.server.body_limit import BodySizeLimit
 from dreamloom.server.config import ServerConfig
-from dreamloom.server.studio import Studio
+from dreamloom.service.studio import Studio
 
 
 def create_app(config: ServerConfig | None = None, settings: Settings | None = None) -> FastAPI:
@@ -31,6 +31,7 @@ def create_app(config: ServerConfig | None = None, settings: Settings | None = N
                   description="AUTOMATIC1111-compatible `/sdapi/v1`, OpenAI-compatible `/v1`, and dreamloom's "
                               "job API `/api/v1`, over one persistent job queue.")
     app.state.studio = studio
+    errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=config.limits.max_body_bytes)
     app.include_router(jobs_api.router)
     app.include_router(a1111.router)

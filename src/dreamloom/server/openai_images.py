@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import FormData, UploadFile
 
 from dreamloom.generate.request import GenerationRequest
 from dreamloom.jobs.model import Job, JobState
 from dreamloom.models.registry import ModelEntry
-from dreamloom.server.auth import caller
-from dreamloom.server.errors import field_error
-from dreamloom.server.studio import Studio, studio_of
+from dreamloom.server.auth import Caller, StudioDep, caller
+from dreamloom.server.errors import to_http
+from dreamloom.service.errors import InvalidField, ServiceError
+from dreamloom.service.principals import Principal
+from dreamloom.service.studio import Studio
 from dreamloom.vision.registry import VisionModelEntry
 
 
@@ -53,9 +55,10 @@ class OpenAIErrorRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as error:
                 return _openai_error(422, list(error.errors()))
-            except HTTPException as error:
-                detail = error.detail if isinstance(error.detail, list) else str(error.detail)
-                return _openai_error(error.status_code, detail, error.headers)
+            except (HTTPException, ServiceError) as error:
+                http = to_http(error) if isinstance(error, ServiceError) else error
+                detail = http.detail if isinstance(http.detail, list) else str(http.detail)
+                return _openai_error(http.status_code, detail, http.headers)
 
         return handle
 
@@ -128,29 +131,30 @@ def _validated(model: type[Params], data: dict) -> Params:
         ) from None
 
 
-def _model_name(name: str | None, studio: Studio) -> str:
+def _model_name(name: str | None, studio: Studio, principal: Principal) -> str:
     if name is None or (name.startswith(OPENAI_MODEL_PREFIXES) and name not in studio.model_names()):
-        return studio.default_model
+        return studio.preferences_of(principal).model
     return name
 
 
-def _generation_request(params: ImageParams, studio: Studio, extras: tuple[str, ...], **base) -> GenerationRequest:
+def _generation_request(params: ImageParams, studio: Studio, principal: Principal, extras: tuple[str, ...],
+                        **base) -> GenerationRequest:
     """The generation request for ``params``: ``base`` (images, defaults), then the request's ``extras``,
     then OpenAI's parameters translated."""
     limit = studio.config.limits.max_batch_size
     if params.n > limit:
-        raise field_error("n", f"{params.n} is over this server's limit of {limit}")
+        raise InvalidField("n", f"{params.n} is over this server's limit of {limit}")
     width, height = params.dimensions()
     passed = {name: value for name, value in (params.model_extra or {}).items() if name in extras}
     return _validated(GenerationRequest, {
-        **base, **passed, "prompt": params.prompt, "model": _model_name(params.model, studio),
+        **base, **passed, "prompt": params.prompt, "model": _model_name(params.model, studio, principal),
         "batch_size": params.n, "width": width, "height": height,
     })
 
 
-async def _respond(job: Job, params: ImageParams, request: Request, studio: Studio) -> dict:
+async def _respond(job: Job, params: ImageParams, request: Request, studio: Studio, principal: Principal) -> dict:
     """Wait for the job, then answer in the shape of OpenAI's ``ImagesResponse``."""
-    finished = await studio.wait(job.id)
+    finished = await studio.wait(principal, job.id)
     # the openai client retries 409 and 5xx unless told not to; a resubmitted job would only fail the same way
     no_retry = {"x-should-retry": "false"}
     if finished is None or finished.state == JobState.failed:
@@ -161,35 +165,29 @@ async def _respond(job: Job, params: ImageParams, request: Request, studio: Stud
         data = [{"url": str(request.url_for("job_file", job_id=job.id, name=name))}
                 for name in finished.result.get("files", [])]
     else:
-        data = [{"b64_json": image} for image in studio.images_b64(finished)]
+        data = [{"b64_json": image} for image in studio.images_b64(principal, finished)]
     return {"created": int(finished.finished or finished.created), "data": data, "output_format": "png"}
 
 
 @router.post("/images/generations", summary="Create images from a prompt (OpenAI-compatible)")
-async def create_images(params: ImageParams, request: Request, owner: Annotated[str, Depends(caller)],
-                        studio: Annotated[Studio, Depends(studio_of)]) -> dict:
-    job = studio.submit(_generation_request(params, studio, EXTRAS), owner, origin="openai")
-    return await _respond(job, params, request, studio)
+async def create_images(params: ImageParams, request: Request, principal: Caller, studio: StudioDep) -> dict:
+    job = studio.submit(principal, _generation_request(params, studio, principal, EXTRAS), origin="openai")
+    return await _respond(job, params, request, studio, principal)
 
 
-def _open_image(upload: object, field: str) -> Image.Image:
-    """The uploaded image; a 422 naming ``field`` when it is not a file or not a decodable image."""
+def _open_image(upload: object, field: str, studio: Studio) -> Image.Image:
+    """The uploaded image; a 422 naming ``field`` when it is not a file, not an image or too large."""
     if not isinstance(upload, UploadFile):
-        raise field_error(field, "must be an uploaded image file")
-    try:
-        with Image.open(upload.file) as image:
-            image.load()
-            return image.copy()
-    except (ValueError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise field_error(field, f"not a decodable image ({type(error).__name__})") from None
+        raise InvalidField(field, "must be an uploaded image file")
+    return studio.policy.image(upload.file.read(), field)
 
 
-def _the_image(form: FormData) -> Image.Image:
+def _the_image(form: FormData, studio: Studio) -> Image.Image:
     """The one image to edit: the client sends ``image``, or ``image[]`` when given a list."""
     uploads = [*form.getlist("image"), *form.getlist("image[]")]
     if len(uploads) != 1:
-        raise field_error("image", f"send exactly one image to edit, got {len(uploads)}")
-    return _open_image(uploads[0], "image")
+        raise InvalidField("image", f"send exactly one image to edit, got {len(uploads)}")
+    return _open_image(uploads[0], "image", studio)
 
 
 def _transparency(image: Image.Image) -> Image.Image | None:
@@ -225,18 +223,18 @@ _EDIT_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-da
 
 @router.post("/images/edits", summary="Edit an image: inpaint the masked part, or img2img (OpenAI-compatible)",
              openapi_extra=_EDIT_SCHEMA)
-async def edit_images(request: Request, owner: Annotated[str, Depends(caller)],
-                      studio: Annotated[Studio, Depends(studio_of)]) -> dict:
+async def edit_images(request: Request, principal: Caller, studio: StudioDep) -> dict:
     async with request.form() as form:
         params = _validated(ImageParams, {name: value for name, value in form.multi_items() if isinstance(value, str)})
-        image = _the_image(form)
-        mask = _open_image(form["mask"], "mask") if "mask" in form else None
+        image = _the_image(form, studio)
+        mask = _open_image(form["mask"], "mask", studio) if "mask" in form else None
     base: dict = {"init_image": image.convert("RGB")}
     if (redraw := _redraw_mask(image, mask)) is not None:
         # OpenAI redraws the marked part from scratch (its pixels are often erased): strength 1 unless asked otherwise
         base |= {"mask": redraw, "denoising_strength": 1.0}
-    job = studio.submit(_generation_request(params, studio, EDIT_EXTRAS, **base), owner, origin="openai")
-    return await _respond(job, params, request, studio)
+    job = studio.submit(principal, _generation_request(params, studio, principal, EDIT_EXTRAS, **base),
+                        origin="openai")
+    return await _respond(job, params, request, studio, principal)
 
 
 def _model_card(entry: ModelEntry | VisionModelEntry) -> dict:
@@ -247,16 +245,16 @@ def _model_card(entry: ModelEntry | VisionModelEntry) -> dict:
 
 def _entries(studio: Studio) -> list[ModelEntry | VisionModelEntry]:
     """The models drawn with (images API), then those that look (chat completions)."""
-    return [*studio.engine.models.registry.entries(), *studio.vision.models()]
+    return [*studio.models(), *studio.vision.local.models()]
 
 
 @router.get("/models", summary="The models this server draws and looks with (OpenAI-compatible)")
-async def list_models(studio: Annotated[Studio, Depends(studio_of)]) -> dict:
+async def list_models(studio: StudioDep) -> dict:
     return {"object": "list", "data": [_model_card(entry) for entry in _entries(studio)]}
 
 
 @router.get("/models/{model_id:path}", summary="One model (OpenAI-compatible)")
-async def get_model(model_id: str, studio: Annotated[Studio, Depends(studio_of)]) -> dict:
+async def get_model(model_id: str, studio: StudioDep) -> dict:
     for entry in _entries(studio):
         if entry.name == model_id:
             return _model_card(entry)

@@ -11,32 +11,29 @@ generation at a time on it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from dreamloom.server.auth import caller
-from dreamloom.server.errors import field_error
+from dreamloom.server.auth import Caller, StudioDep, caller
 from dreamloom.server.openai_images import OpenAIErrorRoute
-from dreamloom.server.studio import Studio, studio_of
+from dreamloom.service.errors import InvalidField, NotFound, Unavailable
+from dreamloom.service.principals import Principal
+from dreamloom.service.studio import Studio
 from dreamloom.vision.backends import Completion, GenerationOptions, TokenStream, VisionBackend, VisionError
-from dreamloom.vision.images import load_image
 from dreamloom.vision.messages import Message, MessageError, parse_messages
 from dreamloom.vision.prompts import CAPTION_PROMPT
 
 openai_router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(caller)], route_class=OpenAIErrorRoute)
 sdnext_router = APIRouter(prefix="/sdapi/v1", tags=["sdnext"], dependencies=[Depends(caller)])
-StudioDep = Annotated[Studio, Depends(studio_of)]
 
 #: SD.Next's caption tasks, all answered as the model's caption.
 _CAPTION_TASKS = {"short caption", "normal caption", "long caption", "describe the image", "caption"}
@@ -46,41 +43,32 @@ _CAPTIONER_NAMES = ("clip", "deepdanbooru", "deepbooru", "ViT-")
 
 
 async def _run(fn: Callable, *args: Any) -> Any:
-    """``fn(*args)`` in a worker thread, its refusals as HTTP errors: a bad message is a 422
-    naming the field, a remote backend's failure a 502."""
+    """``fn(*args)`` in a worker thread, its refusals as the service's: a bad message names
+    its field, a remote backend's failure is ``Unavailable`` (a 502)."""
     try:
         return await run_in_threadpool(fn, *args)
     except MessageError as error:
-        raise HTTPException(422, [{"loc": ["body", *error.loc], "msg": error.reason, "type": "value_error"}]) from None
+        raise InvalidField(tuple(error.loc), error.reason) from None
     except VisionError as error:
-        raise HTTPException(502, str(error)) from None
+        raise Unavailable(str(error)) from None
 
 
-async def vision_backend(studio: Studio, name: str | None, status: int = 422) -> VisionBackend:
-    """The studio's vision model called ``name`` (None: the default), loaded on first use."""
-    try:
-        return await _run(studio.vision.backend, name)
-    except ValueError as error:
-        raise field_error("model", str(error), status) from None
+async def vision_backend(studio: Studio, principal: Principal, name: str | None) -> VisionBackend:
+    """The vision backend ``name`` (None: the caller's or the server's), loaded on first use."""
+    return await _run(studio.vision_backend, principal, name)
 
 
-def _image(data: str, field: str) -> Image.Image:
-    """The base64 image (with or without a ``data:`` prefix) of ``field``; a 422 naming it otherwise."""
-    if not data:
-        raise field_error(field, "no image: send a base64-encoded PNG or JPEG")
-    try:
-        raw = base64.b64decode(data.partition(",")[2] if data.startswith("data:") else data, validate=False)
-        return load_image(raw)
-    except (binascii.Error, ValueError) as error:
-        raise field_error(field, str(error)) from None
+def _image(studio: Studio, data: str, field: str) -> Image.Image:
+    """The base64 image (with or without a ``data:`` prefix) of ``field``, under the server's pixel cap."""
+    return studio.policy.image(data, field)
 
 
-async def caption_b64(studio: Studio, data: str, model: str | None) -> str:
+async def caption_b64(studio: Studio, principal: Principal, data: str, model: str | None) -> str:
     """The caption of a base64 image, by ``model`` or, for a captioner dreamloom lacks, the default model."""
-    image = await run_in_threadpool(_image, data, "image")
-    if model is not None and model.startswith(_CAPTIONER_NAMES) and model not in studio.vision.model_names():
+    image = await run_in_threadpool(_image, studio, data, "image")
+    if model is not None and model.startswith(_CAPTIONER_NAMES) and model not in studio.vision.names():
         model = None
-    backend = await vision_backend(studio, model)
+    backend = await vision_backend(studio, principal, model)
     return await _run(backend.caption, image)
 
 
@@ -142,9 +130,12 @@ async def _events(stream: TokenStream, head: dict, include_usage: bool) -> Async
 
 
 @openai_router.post("/chat/completions", summary="Chat with a vision model about images (OpenAI-compatible)")
-async def chat_completions(body: ChatRequest, studio: StudioDep):
-    backend = await vision_backend(studio, body.model, status=404)
-    messages = await _run(parse_messages, body.messages)
+async def chat_completions(body: ChatRequest, principal: Caller, studio: StudioDep):
+    try:
+        backend = await vision_backend(studio, principal, body.model)
+    except InvalidField as error:  # OpenAI answers an unknown model with 404 model_not_found
+        raise NotFound(error.problems[0].msg) from None
+    messages = await _run(parse_messages, body.messages, studio.policy.max_pixels)
     options = body.options(backend)
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": backend.name}
     if body.stream:
@@ -180,7 +171,7 @@ class VqaRequest(BaseModel):
         task = self.question.strip()
         if task.lower() == "use prompt":
             if not self.prompt or not self.prompt.strip():
-                raise field_error("prompt", "required when question is 'Use Prompt'")
+                raise InvalidField("prompt", "required when question is 'Use Prompt'")
             return self.prompt.strip()
         if not task or task.lower().rstrip(".") in _CAPTION_TASKS:
             return CAPTION_PROMPT
@@ -199,32 +190,33 @@ class CaptionRequest(VqaRequest):
     backend: str = Field("openclip", description="openclip (a caption) or vlm (an answer to `question`).")
 
 
-async def _vqa(body: VqaRequest, studio: Studio) -> str:
+async def _vqa(body: VqaRequest, studio: Studio, principal: Principal) -> str:
     question = body.question_text()
-    image = await run_in_threadpool(_image, body.image, "image")
-    backend = await vision_backend(studio, body.model)
+    image = await run_in_threadpool(_image, studio, body.image, "image")
+    backend = await vision_backend(studio, principal, body.model)
     messages = ([Message("system", [body.system])] if body.system else []) + [Message("user", [image, question])]
     completion = await _run(backend.complete, messages, body.options(backend))
     return completion.text
 
 
 @sdnext_router.post("/vqa", summary="Ask a vision model about an image (SD.Next-compatible)")
-async def vqa(body: VqaRequest, studio: StudioDep) -> dict:
-    return {"answer": await _vqa(body, studio), "annotated_image": None}
+async def vqa(body: VqaRequest, principal: Caller, studio: StudioDep) -> dict:
+    return {"answer": await _vqa(body, studio, principal), "annotated_image": None}
 
 
 @sdnext_router.post("/caption", summary="Caption an image (SD.Next-compatible dispatch)")
-async def caption(body: CaptionRequest, studio: StudioDep) -> dict:
+async def caption(body: CaptionRequest, principal: Caller, studio: StudioDep) -> dict:
     fields = dict.fromkeys(("caption", "medium", "artist", "movement", "trending", "flavor", "tags", "scores",
                             "answer", "annotated_image"))
     if body.backend == "vlm":
-        return {"backend": "vlm", **fields, "answer": await _vqa(body, studio)}
+        return {"backend": "vlm", **fields, "answer": await _vqa(body, studio, principal)}
     if body.backend == "openclip":
-        return {"backend": "openclip", **fields, "caption": await caption_b64(studio, body.image, body.model)}
-    raise field_error("backend", f"dreamloom captions with its vision model: use vlm or openclip, not {body.backend!r}")
+        return {"backend": "openclip", **fields, "caption": await caption_b64(studio, principal, body.image,
+                                                                              body.model)}
+    raise InvalidField("backend", f"dreamloom captions with its vision model: use vlm or openclip, not {body.backend!r}")
 
 
 @sdnext_router.get("/vqa/models", summary="The vision models (SD.Next-compatible)")
 async def vqa_models(studio: StudioDep) -> list[dict]:
     return [{"name": name, "repo": name, "prompts": ["Use Prompt", "Short Caption", "Normal Caption", "Long Caption"],
-             "capabilities": ["caption", "vqa"]} for name in studio.vision.model_names()]
+             "capabilities": ["caption", "vqa"]} for name in studio.vision.names()]

@@ -1,6 +1,6 @@
 """The web UI: one Gradio page with a tab for each thing dreamloom does, served by
-``dreamloom serve`` at ``/`` beside the APIs and over the same services (``Studio``), so the
-page, the APIs and the CLI see one job queue."""
+``dreamloom serve`` at ``/`` beside the APIs and over the same service (``Studio``), so the
+page, the APIs and the CLI see one job queue and one set of rules about who sees what."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import gradio as gr
 from fastapi import FastAPI
 
 from dreamloom.generate.request import GenerationRequest
-from dreamloom.server.studio import Studio
+from dreamloom.service.studio import Studio
 from dreamloom.ui import controls
 from dreamloom.ui.gallery import build_gallery_tab, wire_gallery
 from dreamloom.ui.generation import build_form, build_job_view, lora_names, wire_generation
+from dreamloom.ui.login import install_login
 from dreamloom.ui.progress import CSS
-from dreamloom.ui.session import login_check
 from dreamloom.ui.settings import build_settings_tab, model_rows
 from dreamloom.ui.train import build_train_tab, wire_training
-from dreamloom.ui.understand import VisionChoice, build_understand_tab
+from dreamloom.ui.understand import build_understand_tab
 
 #: System fonts only: the page must render the same with no internet.
 THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
@@ -38,7 +38,6 @@ def _first_image(gallery: list | None, selected: str) -> str | None:
 
 
 def build_ui(studio: Studio) -> gr.Blocks:
-    choice = VisionChoice(studio)
     R = GenerationRequest
     # Gradio copies every image it shows into its cache: checked hourly, files older than a day go
     with gr.Blocks(title="dreamloom", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
@@ -72,9 +71,9 @@ def build_ui(studio: Studio) -> gr.Blocks:
             with gr.Tab("Train", id="train", elem_id="tab-train"):
                 train_form, train_view, train_start, train_cancel = build_train_tab(studio)
             with gr.Tab("Understand", id="understand", elem_id="tab-understand"):
-                understand = build_understand_tab(choice)
+                understand = build_understand_tab(studio)
             with gr.Tab("Models & settings", id="settings", elem_id="tab-settings"):
-                settings_tab = build_settings_tab(studio, choice)
+                settings_tab = build_settings_tab(studio)
 
         def pickers() -> dict:
             """Every model and LoRA picker, re-read from the models folder."""
@@ -82,21 +81,23 @@ def build_ui(studio: Studio) -> gr.Blocks:
             return {t_form.model: gr.update(choices=names), i_form.model: gr.update(choices=names),
                     train_form.base_model: gr.update(choices=names), settings_tab.default_model: gr.update(choices=names),
                     t_form.lora: gr.update(choices=loras), i_form.lora: gr.update(choices=loras),
-                    settings_tab.models: model_rows(studio)}
+                    settings_tab.models: model_rows(studio),
+                    settings_tab.vision_model: gr.update(choices=studio.vision.names())}
 
         picker_outputs = [t_form.model, i_form.model, train_form.base_model, settings_tab.default_model,
-                          t_form.lora, i_form.lora, settings_tab.models]
+                          t_form.lora, i_form.lora, settings_tab.models, settings_tab.vision_model]
         settings_tab.refresh.click(pickers, outputs=picker_outputs)
 
         training, follow_training = wire_training(studio, train_form, train_view, train_start, train_cancel)
         reconnects = [
-            (wire_generation(studio, t_form, t_recycle, t_view, t_generate, t_cancel), t_view.outputs, t_generate),
-            (wire_generation(studio, i_form, i_recycle, i_view, i_generate, i_cancel, editor, strength, blur),
-             i_view.outputs, i_generate),
+            (wire_generation(studio, "txt2img", t_form, t_recycle, t_view, t_generate, t_cancel), t_view.outputs,
+             t_generate),
+            (wire_generation(studio, "img2img", i_form, i_recycle, i_view, i_generate, i_cancel, editor, strength,
+                             blur), i_view.outputs, i_generate),
             (follow_training, train_view.outputs, train_start),
         ]
         load_history = wire_gallery(studio, gallery_tab, t_form, png_drop, png_info)
-        history_tab.select(load_history, outputs=[gallery_tab.gallery, gallery_tab.paths])
+        history_tab.select(load_history, outputs=gallery_tab.gallery)
         png_drop.upload(lambda: gr.Tabs(selected="txt2img"), outputs=tabs)
 
         def send(gallery: list | None, selected: str) -> dict:
@@ -121,19 +122,20 @@ def build_ui(studio: Studio) -> gr.Blocks:
             if handler is follow_training:  # a trained LoRA or model joins every picker
                 for event in (training, following):
                     event.then(pickers, outputs=picker_outputs)
-        demo.load(load_history, outputs=[gallery_tab.gallery, gallery_tab.paths])
+        demo.load(load_history, outputs=gallery_tab.gallery)
     return demo
 
 
 def mount_ui(app: FastAPI, studio: Studio) -> FastAPI:
-    """Serve the page at ``/`` (after the API routes, which keep their paths); images are served
-    from the job folders only."""
+    """Serve the page at ``/`` (after the API routes, which keep their paths), behind the login
+    page when the server needs credentials. Images reach the page through the service (which
+    checks whose they are), never by a path into the job folders."""
     demo = build_ui(studio)
+    auth = install_login(app, studio) if studio.auth.required else None
     # Gradio's idle queue loop polls every millisecond (0.11 s of CPU per second with no page
     # open, measured by bench/ui.py); 20 ms costs a click at most 20 ms and a fifth of the CPU.
     if hasattr(demo._queue, "sleep_when_free"):
         demo._queue.sleep_when_free = max(demo._queue.sleep_when_free, 0.02)
     return gr.mount_gradio_app(
-        app, demo, path="/", auth=login_check(studio.config), theme=THEME, css=CSS,
-        allowed_paths=[str(studio.files.root.resolve())], footer_links=["api"], ssr_mode=False,
+        app, demo, path="/", auth_dependency=auth, theme=THEME, css=CSS, footer_links=["api"], ssr_mode=False,
     )

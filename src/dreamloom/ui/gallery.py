@@ -10,32 +10,33 @@ from pathlib import Path
 import gradio as gr
 from pydantic import ValidationError
 
+from PIL import Image
+
 from dreamloom.generate.infotext import read_infotext, request_from_infotext
 from dreamloom.jobs.generation import KIND as GENERATE
 from dreamloom.jobs.model import JobState
-from dreamloom.server.studio import Studio
-from dreamloom.ui.generation import GenerationForm, error_message
-from dreamloom.ui.session import owner_of
+from dreamloom.service.principals import Principal
+from dreamloom.service.studio import Studio
+from dreamloom.ui.generation import GenerationForm, error_message, output_images
+from dreamloom.ui.session import principal_of
 
 #: Jobs the gallery reaches back to, newest first.
 HISTORY_JOBS = 200
 
 
-def history(studio: Studio, owner: str) -> list[tuple[str, str]]:
-    """(image path, first line of its prompt) for the caller's finished images, newest first."""
+def history(studio: Studio, principal: Principal) -> list[tuple[Image.Image, str]]:
+    """(image, first line of its prompt) for the caller's finished images, newest first; each
+    image keeps its infotext, so a click restores from the copy the page holds."""
     items = []
-    for job in studio.store.jobs(state=JobState.done, owner=owner or None, limit=HISTORY_JOBS):
-        if job.kind != GENERATE:
-            continue
-        for path, infotext in zip(studio.output_paths(job), job.result.get("infotexts", [])):
-            items.append((str(path), infotext.split("\n")[0][:80]))
+    for job in studio.jobs(principal, JobState.done, kind=GENERATE, limit=HISTORY_JOBS):
+        for image, infotext in zip(output_images(studio, principal, job), job.result.get("infotexts", [])):
+            items.append((image, infotext.split("\n")[0][:80]))
     return items
 
 
 @dataclass
 class GalleryTab:
     gallery: gr.Gallery
-    paths: gr.State
     selected: gr.State
     info: gr.Textbox
     refresh: gr.Button
@@ -49,7 +50,7 @@ def build_gallery_tab() -> GalleryTab:
     gallery = gr.Gallery(label="History", columns=6, height="auto", elem_id="history-gallery", format="png",
                          interactive=False, allow_preview=False)
     info = gr.Textbox(label="Parameters of the selected image", lines=3, interactive=False, elem_id="history-info")
-    return GalleryTab(gallery, gr.State([]), gr.State(""), info, refresh, send)
+    return GalleryTab(gallery, gr.State(""), info, refresh, send)
 
 
 def restore_from(path: str, form: GenerationForm) -> dict:
@@ -69,11 +70,11 @@ def wire_gallery(studio: Studio, tab: GalleryTab, form: GenerationForm, png_drop
     handler for the page's load event and the tab's select event."""
 
     def load(request: gr.Request) -> dict:
-        items = history(studio, owner_of(request))
-        return {tab.gallery: items, tab.paths: [path for path, _ in items]}
+        return {tab.gallery: history(studio, principal_of(studio, request))}
 
-    def pick(paths: list[str], event: gr.SelectData) -> dict:
-        path = paths[event.index]
+    def pick(event: gr.SelectData) -> dict:
+        value = event.value
+        path = value["image"]["path"] if isinstance(value, dict) and value.get("image") else ""
         updates = restore_from(path, form)
         return {**{k: v for k, v in updates.items() if k != "infotext"},
                 tab.info: updates.get("infotext", ""), tab.selected: path}
@@ -85,7 +86,7 @@ def wire_gallery(studio: Studio, tab: GalleryTab, form: GenerationForm, png_drop
         return {**{k: v for k, v in updates.items() if k != "infotext"}, png_info: updates.get("infotext", "")}
 
     outputs_form = list(form.fields.values())
-    tab.refresh.click(load, outputs=[tab.gallery, tab.paths])
-    tab.gallery.select(pick, inputs=tab.paths, outputs=[*outputs_form, tab.info, tab.selected])
+    tab.refresh.click(load, outputs=tab.gallery)
+    tab.gallery.select(pick, outputs=[*outputs_form, tab.info, tab.selected])
     png_drop.upload(dropped, inputs=png_drop, outputs=[*outputs_form, png_info])
     return load

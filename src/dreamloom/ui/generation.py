@@ -5,12 +5,11 @@ reconnection to a job still running when the page is reloaded."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
-from fastapi import HTTPException
 from PIL import Image
 from pydantic import ValidationError
 
@@ -19,29 +18,31 @@ from dreamloom.generate.request import GenerationRequest
 from dreamloom.generate.samplers import SAMPLERS
 from dreamloom.jobs.generation import KIND as GENERATE
 from dreamloom.jobs.model import Job, JobState
-from dreamloom.server.studio import Studio
+from dreamloom.service.errors import InvalidField, NotFound, ServiceError
+from dreamloom.service.principals import Principal
+from dreamloom.service.studio import Studio
 from dreamloom.ui import controls
 from dreamloom.ui.progress import preview_image, progress_html, shown_job_js
-from dreamloom.ui.session import owner_of
+from dreamloom.ui.session import principal_of
 
 NO_LORA = "None"
-#: The ``origin`` of the jobs the page submits (the APIs record theirs).
-ORIGIN = "ui"
+
+
+def origin(tab: str) -> str:
+    """The ``origin`` the page records on the jobs a tab submits (the APIs record theirs), so a
+    reloaded page finds each tab's own unfinished job."""
+    return f"ui:{tab}"
+
 #: The size a picker shows for a model whose folder does not say (single files): SD 1.x's.
 FALLBACK_SIZE = 512
 
 
 def error_message(error: Exception) -> str:
-    """One line naming the field and the problem, from pydantic or from a server check."""
+    """One line naming the field and the problem, from pydantic or from the service."""
     if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "request"
-        return f"{where}: {first['msg'].removeprefix('Value error, ')}"
-    if isinstance(error, HTTPException):
-        detail = error.detail
-        if isinstance(detail, list) and detail:
-            return f"{detail[0]['loc'][-1]}: {detail[0]['msg']}"
-        return str(detail)
+        return InvalidField.from_validation(error).message
+    if isinstance(error, ServiceError):
+        return error.message
     return str(error)
 
 
@@ -94,15 +95,7 @@ class GenerationForm:
 
 
 def lora_names(studio: Studio) -> list[str]:
-    return [NO_LORA, *(entry.name.removesuffix(".safetensors") for entry in studio.engine.models.registry.loras())]
-
-
-def native_size(studio: Studio, model: str) -> int:
-    try:
-        entry = studio.engine.models.registry.resolve(model)
-    except ValueError:
-        return FALLBACK_SIZE
-    return entry.native_size() or FALLBACK_SIZE
+    return [NO_LORA, *(entry.name.removesuffix(".safetensors") for entry in studio.loras())]
 
 
 def build_form(studio: Studio, prefix: str) -> tuple[GenerationForm, gr.Button]:
@@ -110,12 +103,13 @@ def build_form(studio: Studio, prefix: str) -> tuple[GenerationForm, gr.Button]:
     the recycle-seed button, wired once the job view exists."""
     limits = studio.config.limits
     R = GenerationRequest
-    size = native_size(studio, studio.default_model)
+    default_model = studio.preferences.server.model
+    size = studio.native_size(default_model) or FALLBACK_SIZE
     prompt = controls.textbox(R, "prompt", "Prompt", lines=3, elem_id=f"{prefix}-prompt",
                               placeholder="a large red circle left of a small blue square on a yellow background")
     negative = controls.textbox(R, "negative_prompt", "Negative prompt", lines=2, elem_id=f"{prefix}-negative")
     with gr.Row():
-        model = controls.choices(R, "model", "Model", studio.model_names(), value=studio.default_model,
+        model = controls.choices(R, "model", "Model", studio.model_names(), value=default_model,
                                  elem_id=f"{prefix}-model")
         sampler = controls.choices(R, "sampler", "Sampler", list(SAMPLERS), elem_id=f"{prefix}-sampler")
     with gr.Row():
@@ -176,29 +170,39 @@ def build_job_view(prefix: str) -> tuple[gr.Button, gr.Button, JobView]:
     return generate, cancel, JobView(job_id, progress, preview, gallery, info, gr.State(-1))
 
 
-async def follow(studio: Studio, view: JobView, job_id: str) -> AsyncIterator[dict]:
+def output_images(studio: Studio, principal: Principal, job: Job) -> list[Image.Image]:
+    """The job's images, read through the service (the page serves no job folder by path), with
+    their infotexts: Gradio keeps a PNG's text chunks when it caches the image."""
+    images = []
+    for path in studio.outputs(principal, job):
+        with Image.open(path) as image:
+            image.load()
+            images.append(image.copy())
+    return images
+
+
+async def follow(studio: Studio, principal: Principal, view: JobView, job_id: str) -> AsyncIterator[dict]:
     """The job's changes as updates of ``view`` until it finishes."""
-    async for job in studio.changes(job_id):
+    async for job in studio.changes(principal, job_id):
         update = {view.job_id: job.id, view.progress: progress_html(job)}
-        if job.state == JobState.running and (preview := preview_image(studio.store.preview(job.id))) is not None:
+        if job.state == JobState.running and (
+                preview := preview_image(studio.preview(principal, job.id))) is not None:
             update[view.preview] = preview
         if job.state.finished:
-            paths = [str(p) for p in studio.output_paths(job)]
             infotexts = job.result.get("infotexts") or [""]
-            update[view.gallery] = paths
+            update[view.gallery] = output_images(studio, principal, job)
             update[view.info] = infotexts[0] if job.state == JobState.done else (job.error or job.state.value)
             if job.result.get("seeds"):
                 update[view.last_seed] = job.result["seeds"][0]
         yield update
 
 
-def unfinished_job(studio: Studio, owner: str, kind: str, belongs: Callable[[Job], bool] = lambda job: True
-                   ) -> str | None:
-    """The caller's newest running (else queued) job of ``kind`` submitted from the page that
-    ``belongs`` to a tab, for a reloaded page to follow again."""
+def unfinished_job(studio: Studio, principal: Principal, kind: str, tab: str) -> str | None:
+    """The caller's newest running (else queued) job of ``kind`` that ``tab`` submitted, for a
+    reloaded page to follow again."""
     for state in (JobState.running, JobState.queued):
-        for job in studio.store.jobs(state=state, owner=owner or None, limit=20):
-            if job.kind == kind and job.request.get("origin") == ORIGIN and belongs(job):
+        for job in studio.jobs(principal, state, kind=kind, limit=20):
+            if job.request.get("origin") == origin(tab):
                 return job.id
     return None
 
@@ -218,19 +222,21 @@ def mask_of(editor: dict | None) -> tuple[Image.Image | None, Image.Image | None
 
 
 def wire_cancel(studio: Studio, cancel: gr.Button, job_id: gr.State, progress: gr.HTML) -> None:
-    """Cancel stops the job the bar shows, and no other."""
+    """Cancel stops the job the bar shows if it is the caller's, and no other."""
 
-    def stop(job: str) -> str:
-        if job and studio.store.get(job) is not None:
-            studio.store.request_cancel(job)
-            studio.events.publish(job)
+    def stop(job: str, request: gr.Request) -> str:
+        if job:
+            try:
+                studio.cancel(principal_of(studio, request), job)
+            except NotFound as error:
+                raise gr.Error(error.message) from None
         return job
 
     cancel.click(stop, inputs=job_id, outputs=job_id, queue=False, js=shown_job_js(progress.elem_id))
 
 
-def wire_generation(studio: Studio, form: GenerationForm, recycle: gr.Button, view: JobView, generate: gr.Button,
-                    cancel: gr.Button, editor: gr.ImageEditor | None = None,
+def wire_generation(studio: Studio, tab: str, form: GenerationForm, recycle: gr.Button, view: JobView,
+                    generate: gr.Button, cancel: gr.Button, editor: gr.ImageEditor | None = None,
                     strength: gr.Slider | None = None, mask_blur: gr.Slider | None = None):
     """Generate submits a job and follows it; cancel stops that job only; recycle puts the
     last seed back. Returns the handler that follows this tab's unfinished job again, for the
@@ -245,22 +251,22 @@ def wire_generation(studio: Studio, form: GenerationForm, recycle: gr.Button, vi
                 raise gr.Error("Upload or drop an image first.")
             extra = {"init_image": image, "mask": mask, "denoising_strength": data[strength],
                      "mask_blur": int(data[mask_blur])}
+        principal = principal_of(studio, request)
         try:
-            job = studio.submit(form.request(data, **extra), owner_of(request), origin=ORIGIN)
-        except (ValidationError, HTTPException, ValueError) as error:
+            job = studio.submit(principal, form.request(data, **extra), origin=origin(tab))
+        except (ValidationError, ServiceError, ValueError) as error:
             raise gr.Error(error_message(error)) from None
         yield {view.gallery: [], view.info: "", view.preview: None}  # the last job's results go
-        async for update in follow(studio, view, job.id):
+        async for update in follow(studio, principal, view, job.id):
             yield update
 
     async def reconnect(request: gr.Request) -> AsyncIterator[dict]:
-        with_image = editor is not None  # this tab's jobs: txt2img, or with an init image
-        job_id = unfinished_job(studio, owner_of(request), GENERATE, lambda job: with_image == (
-            studio.files.folder(job.id) / "inputs" / "init_image.png").exists())
+        principal = principal_of(studio, request)
+        job_id = unfinished_job(studio, principal, GENERATE, tab)
         if job_id is None:
             yield {view.job_id: ""}  # one update: a generator that yields nothing would clear the outputs
             return
-        async for update in follow(studio, view, job_id):
+        async for update in follow(studio, principal, view, job_id):
             yield update
 
     generate.click(run, inputs=inputs, outputs=view.outputs, concurrency_limit=None)

@@ -1,31 +1,25 @@
-"""Who is using the page: the UI's login accepts the server's basic-auth users, and any user
-name with an API key as the password, and the login name owns the jobs the page submits
-(as the API's caller owns its jobs)."""
+"""Who is using the page. A server with credentials puts its own login page in front of the UI
+(``ui.login``); the page session then carries the service principal the login resolved to —
+a user, or an API key's own principal whatever name was typed beside it — and every handler
+acts as that principal. Without credentials, everyone is the one local principal."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable
-
 import gradio as gr
 
-from dreamloom.server.auth import ANONYMOUS
-from dreamloom.server.config import ServerConfig
+from dreamloom.service.errors import Unauthenticated
+from dreamloom.service.principals import LOCAL, Principal
+from dreamloom.service.studio import Studio
 
 
-def owner_of(request: gr.Request | None) -> str:
-    return (getattr(request, "username", None) or ANONYMOUS) if request is not None else ANONYMOUS
-
-
-def login_check(config: ServerConfig) -> Callable[[str, str], bool] | None:
-    """Gradio's ``auth`` callable for this server, or None when the server needs no credentials."""
-    if not config.auth_required:
-        return None
-
-    def check(user: str, password: str) -> bool:
-        expected = config.users.get(user)
-        if expected is not None and secrets.compare_digest(password, expected):
-            return True
-        return any(secrets.compare_digest(password, key) for key in config.api_keys)
-
-    return check
+def principal_of(studio: Studio, request: gr.Request | None) -> Principal:
+    """The principal behind a page event; a gr.Error when its login is no longer valid."""
+    if not studio.auth.required:
+        return LOCAL
+    name = getattr(request, "username", None) if request is not None else None
+    try:
+        if name is None:
+            raise Unauthenticated("log in first")
+        return studio.auth.known(name)
+    except Unauthenticated as error:
+        raise gr.Error(error.message) from None

@@ -9,19 +9,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import gradio as gr
-from fastapi import HTTPException
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import ValidationError
 
 from dreamloom.jobs.model import JobState
 from dreamloom.jobs.training import KIND as TRAIN
-from dreamloom.jobs.training import run_files
-from dreamloom.server.studio import Studio
+from dreamloom.service.errors import ServiceError
+from dreamloom.service.principals import Principal
+from dreamloom.service.studio import Studio
 from dreamloom.train.dreambooth.request import DEFAULT_RATES, TrainingRequest
 from dreamloom.ui import controls
-from dreamloom.ui.generation import ORIGIN, error_message, unfinished_job, wire_cancel
+from dreamloom.ui.generation import error_message, origin, unfinished_job, wire_cancel
 from dreamloom.ui.progress import progress_html
-from dreamloom.ui.session import owner_of
+from dreamloom.ui.session import principal_of
+
+TAB = "train"
 
 
 @dataclass
@@ -92,9 +94,9 @@ def build_train_tab(studio: Studio) -> tuple[TrainForm, TrainView, gr.Button, gr
                 cancel = gr.Button("Cancel", elem_id="train-cancel")
         with gr.Column():
             progress = gr.HTML(progress_html(None), elem_id="train-progress")
-            loss = gr.Image(label="Loss", interactive=False, elem_id="train-loss", type="filepath")
+            loss = gr.Image(label="Loss", interactive=False, elem_id="train-loss", type="pil")
             samples = gr.Image(label="Newest sample grid", interactive=False, elem_id="train-samples",
-                               type="filepath", height=240)
+                               type="pil", height=240)
             result = gr.Markdown(elem_id="train-result")
     method.change(lambda chosen: DEFAULT_RATES[chosen], inputs=method, outputs=rate, queue=False)
     form = TrainForm(images, name, base, instance, klass, method, steps, rate, prior, classes, rank, text_encoder,
@@ -102,32 +104,38 @@ def build_train_tab(studio: Studio) -> tuple[TrainForm, TrainView, gr.Button, gr
     return form, TrainView(gr.State(""), progress, loss, samples, result), start, cancel
 
 
-def _images(files: list | None) -> list[Image.Image]:
+def _images(studio: Studio, files: list | None) -> list[Image.Image]:
+    """The uploaded files as images, each decoded under the server's pixel cap."""
     images = []
-    for file in files or []:
+    for i, file in enumerate(files or []):
         path = getattr(file, "name", file)
-        try:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError):
-            raise gr.Error(f"images: {path.rsplit('/', 1)[-1]} is not an image") from None
+        with open(path, "rb") as handle:
+            images.append(studio.policy.image(handle.read(), ("images", i)).convert("RGB"))
     return images
+
+
+def _open(path) -> Image.Image | None:
+    if path is None:
+        return None
+    with Image.open(path) as image:
+        image.load()
+        return image.copy()
 
 
 def wire_training(studio: Studio, form: TrainForm, view: TrainView, start: gr.Button, cancel: gr.Button):
     """Train queues the job and follows it; cancel stops it. Returns the train event (the page
     refreshes its pickers after it) and the reconnect handler."""
 
-    async def follow(job_id: str) -> AsyncIterator[dict]:
+    async def follow(principal: Principal, job_id: str) -> AsyncIterator[dict]:
         shown: tuple = (None, None)
-        async for job in studio.changes(job_id):
+        async for job in studio.changes(principal, job_id):
             update = {view.job_id: job.id, view.progress: progress_html(job)}
-            loss, grids = run_files(studio.files, job.id)
+            loss, grids = studio.training_files(principal, job.id)
             files = (loss and loss.stat().st_mtime, grids[-1] if grids else None)
             if files != shown:
                 shown = files
-                update[view.loss] = str(loss) if loss else None
-                update[view.samples] = str(grids[-1]) if grids else None
+                update[view.loss] = _open(loss)
+                update[view.samples] = _open(grids[-1] if grids else None)
             if job.state == JobState.done:
                 kind = "LoRA" if job.result.get("method") == "lora" else "model"
                 name = job.result.get("installed")
@@ -138,20 +146,22 @@ def wire_training(studio: Studio, form: TrainForm, view: TrainView, start: gr.Bu
             yield update
 
     async def run(data: dict, request: gr.Request) -> AsyncIterator[dict]:
+        principal = principal_of(studio, request)
         try:
-            job = studio.submit_training(form.request(data), _images(data[form.images]), owner_of(request),
-                                         ORIGIN)
-        except (ValidationError, HTTPException, ValueError) as error:
+            job = studio.submit_training(principal, form.request(data), _images(studio, data[form.images]),
+                                         origin(TAB))
+        except (ValidationError, ServiceError, ValueError) as error:
             raise gr.Error(error_message(error)) from None
-        async for update in follow(job.id):
+        async for update in follow(principal, job.id):
             yield update
 
     async def reconnect(request: gr.Request) -> AsyncIterator[dict]:
-        job_id = unfinished_job(studio, owner_of(request), TRAIN)
+        principal = principal_of(studio, request)
+        job_id = unfinished_job(studio, principal, TRAIN, TAB)
         if job_id is None:
             yield {view.job_id: ""}  # one update: a generator that yields nothing would clear the outputs
             return
-        async for update in follow(job_id):
+        async for update in follow(principal, job_id):
             yield update
 
     event = start.click(run, inputs={form.images, *form.fields.values()}, outputs=view.outputs,

@@ -1,56 +1,29 @@
 """The Understand tab: caption an image, ask about it, chat with images, enhance a prompt;
-through the local tiny VLM by default or a remote OpenAI-compatible endpoint chosen in
-Models & settings."""
+through the caller's vision model (Models & settings): the local tiny VLM by default, or the
+operator's remote OpenAI-compatible endpoint."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import gradio as gr
 from PIL import Image
 
-from dreamloom.server.studio import Studio
+from dreamloom.service.errors import ServiceError
+from dreamloom.service.studio import Studio
+from dreamloom.ui.session import principal_of
 from dreamloom.vision.backends import VisionBackend, VisionError
 from dreamloom.vision.images import load_image
 from dreamloom.vision.messages import Message
-from dreamloom.vision.service import VisionConfig, open_backend
 
 
-@dataclass
-class VisionChoice:
-    """The vision backend the page uses: a model of the server's vision service (local), or a
-    remote endpoint opened from ``config`` (kept until the choice changes)."""
-
-    studio: Studio
-    config: VisionConfig = field(default_factory=VisionConfig)
-    _remote: VisionBackend | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def choose(self, config: VisionConfig) -> None:
-        with self._lock:
-            self.config, self._remote = config, None
-
-    def backend(self) -> VisionBackend:
-        if self.config.backend == "local":
-            return self.studio.vision.backend(self.config.model)
-        with self._lock:
-            if self._remote is None:
-                self._remote = open_backend(self.config, self.studio.settings)
-            return self._remote
-
-    def describe(self) -> str:
-        if self.config.backend == "local":
-            return f"local: {self.config.model or self.studio.vision.default}"
-        return f"remote: {self.config.model or 'default model'} at {self.config.base_url or '$DREAMLOOM_VISION_BASE_URL'}"
-
-
-def _ask(choice: VisionChoice, action) -> str:
-    """Run ``action(backend)``; a bad input or an unreachable model is a message, not a traceback."""
+def _ask(studio: Studio, request: gr.Request, action: Callable[[VisionBackend], str]) -> str:
+    """Run ``action`` on the caller's vision backend; a bad input or an unreachable model is a
+    message, not a traceback."""
     try:
-        return action(choice.backend())
-    except (ValueError, VisionError) as error:
+        return action(studio.vision_backend(principal_of(studio, request)))
+    except (ValueError, VisionError, ServiceError) as error:
         raise gr.Error(str(error)) from None
 
 
@@ -60,7 +33,7 @@ class UnderstandTab:
     send_enhanced: gr.Button
 
 
-def build_understand_tab(choice: VisionChoice) -> UnderstandTab:
+def build_understand_tab(studio: Studio) -> UnderstandTab:
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Image", type="pil", elem_id="vision-image")
@@ -80,17 +53,20 @@ def build_understand_tab(choice: VisionChoice) -> UnderstandTab:
     chat_input = gr.MultimodalTextbox(file_types=["image"], placeholder="Ask about an image (attach one) ...", label="Message",
                                       elem_id="vision-chat-input")
 
-    def caption_of(picture: Image.Image | None) -> str:
+    def caption_of(picture: Image.Image | None, request: gr.Request) -> str:
         if picture is None:
             raise gr.Error("Upload an image to caption.")
-        return _ask(choice, lambda backend: backend.caption(picture))
+        return _ask(studio, request, lambda backend: backend.caption(picture))
 
-    def ask(picture: Image.Image | None, text: str) -> str:
+    def ask(picture: Image.Image | None, text: str, request: gr.Request) -> str:
         if picture is None:
             raise gr.Error("Upload an image to ask about.")
-        return _ask(choice, lambda backend: backend.ask(picture, text))
+        return _ask(studio, request, lambda backend: backend.ask(picture, text))
 
-    def chat(entry: dict, history: list[dict]) -> Iterator[tuple[list[dict], dict]]:
+    def enhance(text: str, request: gr.Request) -> str:
+        return _ask(studio, request, lambda backend: backend.enhance(text))
+
+    def chat(entry: dict, history: list[dict], request: gr.Request) -> Iterator[tuple[list[dict], dict]]:
         text = (entry or {}).get("text", "").strip()
         files = [_file_path(f) for f in (entry or {}).get("files", [])]
         if not text and not files:
@@ -105,18 +81,17 @@ def build_understand_tab(choice: VisionChoice) -> UnderstandTab:
             history.append({"role": "user", "content": text})
         history.append({"role": "assistant", "content": ""})
         try:
-            for piece in choice.backend().stream(turns):
+            for piece in studio.vision_backend(principal_of(studio, request)).stream(turns):
                 history[-1]["content"] += piece
                 yield history, gr.update(value=None)
-        except (ValueError, VisionError) as error:
+        except (ValueError, VisionError, ServiceError) as error:
             raise gr.Error(str(error)) from None
         yield history, gr.update(value=None)
 
     caption_button.click(caption_of, inputs=image, outputs=caption)
     ask_button.click(ask, inputs=[image, question], outputs=answer)
     question.submit(ask, inputs=[image, question], outputs=answer)
-    enhance_button.click(lambda text: _ask(choice, lambda backend: backend.enhance(text)), inputs=prompt,
-                         outputs=enhanced)
+    enhance_button.click(enhance, inputs=prompt, outputs=enhanced)
     chat_input.submit(chat, inputs=[chat_input, chatbot], outputs=[chatbot, chat_input])
     return UnderstandTab(enhanced, send)
 
