@@ -1,5 +1,5 @@
-"""The FastAPI application: services built once, the worker started with the server and
-stopped with it, and the three APIs mounted over them."""
+"""The HTTP APIs as one FastAPI application over a studio: the worker started with the server
+and stopped with it, the service's errors answered as HTTP, and the three APIs mounted."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dreamloom import __version__
-from dreamloom.config import Settings
 from dreamloom.server import a1111, errors, jobs_api, openai_images, vision_api
 from dreamloom.server.body_limit import BodySizeLimit
-from dreamloom.server.config import ServerConfig
 from dreamloom.service.studio import Studio
 
 
-def create_app(config: ServerConfig | None = None, settings: Settings | None = None) -> FastAPI:
-    config = config or ServerConfig()
-    studio = Studio.build(config, settings)
+def create_api(studio: Studio) -> FastAPI:
+    """The APIs over ``studio``, which starts and stops with the application."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -32,14 +29,10 @@ def create_app(config: ServerConfig | None = None, settings: Settings | None = N
                               "job API `/api/v1`, over one persistent job queue.")
     app.state.studio = studio
     errors.install(app)
-    app.add_middleware(BodySizeLimit, max_bytes=config.limits.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=studio.config.limits.max_body_bytes)
     app.include_router(jobs_api.router)
     app.include_router(a1111.router)
     app.include_router(openai_images.router)
     app.include_router(vision_api.openai_router)
     app.include_router(vision_api.sdnext_router)
-    if config.ui:
-        from dreamloom.ui.app import mount_ui  # Gradio's import costs seconds; API-only servers skip it
-
-        mount_ui(app, studio)
     return app
