@@ -4,10 +4,12 @@ to ``test-artifacts/ui/`` (or ``$DREAMLOOM_TEST_ARTIFACTS``)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,22 +314,126 @@ def test_a_remote_vision_backend_chosen_in_settings_answers(page, ui_url, tmp_pa
     page.wait_for_selector("#settings-vision-status >> text=local")
 
 
-def test_the_page_asks_for_a_login_when_the_server_needs_one(browser, tmp_path):
-    with live_server(tmp_path, tmp_path / "models", users={"ann": "pw"}, api_keys=["sekrit"]) as url:
-        context = browser.new_context()
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
-        page.get_by_label("username").fill("ann")
-        page.get_by_label("password").fill("wrong")
-        page.get_by_role("button", name="Login").click()
-        page.wait_for_selector("text=Incorrect")
-        page.goto(url)
-        page.get_by_label("username").fill("ann")
-        page.get_by_label("password").fill("pw")
-        page.get_by_role("button", name="Login").click()
+@pytest.fixture(scope="module")
+def locked(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """A server that needs credentials: users ann and op (the operator), and the API key k-eve."""
+    data = tmp_path_factory.mktemp("locked")
+    with live_server(data, data / "models", users={"ann": "pw", "op": "op-pw"}, api_keys=["k-eve"],
+                     operators=["op"]) as url:
+        yield url, data
+
+
+def login(browser, url: str, user: str, password: str):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.get_by_label("username").fill(user)
+    page.get_by_label("password").fill(password)
+    page.get_by_role("button", name="Login").click()
+    return context, page
+
+
+def ann_job(url: str, **extra) -> dict:
+    """A job of Ann's, submitted through the job API with her basic auth."""
+    token = base64.b64encode(b"ann:pw").decode()
+    request = urllib.request.Request(url + "/api/v1/jobs", headers={"Content-Type": "application/json",
+                                                                   "Authorization": f"Basic {token}"},
+                                     data=json.dumps({"prompt": "a small red star on a blue background",
+                                                      "sampler": "Euler", "steps": 2, **extra}).encode())
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def job_as(url: str, job_id: str, authorization: str) -> dict | None:
+    request = urllib.request.Request(f"{url}/api/v1/jobs/{job_id}", headers={"Authorization": authorization})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        assert error.code == 404
+        return None
+
+
+def test_the_page_asks_for_a_login_when_the_server_needs_one(browser, locked):
+    url, _ = locked
+    context, page = login(browser, url, "ann", "wrong")
+    page.wait_for_selector("text=Incorrect")
+    page.get_by_label("username").fill("ann")
+    page.get_by_label("password").fill("pw")
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_selector("#txt2img-prompt textarea")
+    context.close()
+
+
+def test_an_api_key_logs_in_as_its_own_principal_whatever_the_name(browser, locked):
+    url, _ = locked
+    ann = ann_job(url)
+    basic = "Basic " + base64.b64encode(b"ann:pw").decode()
+    for name in ("ann", " "):
+        context, page = login(browser, url, name, "k-eve")
         page.wait_for_selector("#txt2img-prompt textarea")
+        open_tab(page, "Gallery & history")
+        page.click("#history-refresh")
+        time.sleep(2)
+        assert page.locator("#history-gallery img").count() == 0, "the key's page showed another user's images"
         context.close()
+    context, page = login(browser, url, "ann", "k-eve")
+    page.wait_for_selector("#txt2img-prompt textarea")
+    page.fill("#txt2img-prompt textarea", "a large green square on a white background")
+    set_number(page, "txt2img-steps", 2)
+    page.click("#txt2img-generate")
+    done = wait_state(page, "txt2img", "done")
+    context.close()
+    assert job_as(url, done["job"], "Bearer k-eve") is not None  # the page's job is the key's
+    assert job_as(url, done["job"], basic) is None  # and not Ann's
+    assert job_as(url, ann["id"], basic) is not None
+
+
+def test_a_page_cannot_cancel_or_fetch_another_principals_job(browser, locked):
+    url, data = locked
+    running = ann_job(url, steps=150, n_iter=3)
+    context, page = login(browser, url, "op", "op-pw")
+    page.wait_for_selector("#txt2img-prompt textarea")
+    page.evaluate("(id) => { document.querySelector('#txt2img-progress .dl-progress').dataset.job = id; }",
+                  running["id"])
+    page.click("#txt2img-cancel")
+    page.wait_for_selector(f"text=no job '{running['id']}'")
+    basic = "Basic " + base64.b64encode(b"ann:pw").decode()
+    deadline = time.monotonic() + 300
+    while (job := job_as(url, running["id"], basic))["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert job["state"] == "done", "another principal's page cancelled Ann's job"
+    for path in [*(data / "jobs" / running["id"]).rglob("*.png")]:
+        answer = page.request.get(f"{url}/gradio_api/file={path}")
+        assert answer.status != 200, f"the page served {path}"
+    context.close()
+
+
+def test_only_the_operator_changes_the_servers_vision_backend(browser, locked):
+    url, _ = locked
+    context, page = login(browser, url, "ann", "pw")
+    page.wait_for_selector("#txt2img-prompt textarea")
+    open_tab(page, "Models & settings")
+    page.get_by_role("radio", name="remote").check()
+    page.fill("#settings-vision-url textarea, #settings-vision-url input", "http://127.0.0.1:9/v1")
+    page.click("#settings-vision-apply")
+    page.wait_for_selector("text=only the operator")
+    assert "local" in page.inner_text("#settings-vision-status")
+    context.close()
+    context, page = login(browser, url, "op", "op-pw")
+    page.wait_for_selector("#txt2img-prompt textarea")
+    open_tab(page, "Models & settings")
+    page.get_by_role("radio", name="remote").check()
+    page.fill("#settings-vision-model textarea, #settings-vision-model input", "dreamloom-tiny-vlm")
+    page.fill("#settings-vision-url textarea, #settings-vision-url input", f"{url}/v1")
+    page.click("#settings-vision-apply")
+    page.wait_for_selector("#settings-vision-status >> text=remote")
+    page.get_by_role("radio", name="local").check()
+    page.click("#settings-vision-apply")
+    page.wait_for_selector("#settings-vision-status >> text=local")
+    context.close()
 
 
 def test_models_and_settings_tab_lists_models_and_limits(page):
