@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dreamloom.config import Settings
 from dreamloom.generate.batched import BatchMember, batch_key
+from dreamloom.generate.enhance import check_enhanced
 from dreamloom.generate.hooks import Stage, StageHooks
 from dreamloom.generate.infotext import save_with_infotext
 from dreamloom.generate.lora_syntax import lora_weights
@@ -74,7 +75,8 @@ class Engine:
             return []
         # 1. prepare each request (its hooks may rewrite it), then check the batch still shares a pass
         members = [
-            replace(m, request=self.hooks.chain(Stage.prepare_request, "request", request=m.request, mode=mode_of(m.request)))
+            replace(m, request=check_enhanced(self.hooks.chain(Stage.prepare_request, "request", request=m.request,
+                                                               mode=mode_of(m.request))))
             for m in members
         ]
         keys = {batch_key(m.request) for m in members}

@@ -52,6 +52,8 @@ def format_infotext(
         pairs["Mask blur"] = request.mask_blur
     if request.clip_skip != 1:
         pairs["Clip skip"] = request.clip_skip
+    if request.enhanced_from is not None:
+        pairs["Enhanced from"] = request.enhanced_from
     if lora_hashes:
         pairs["Lora hashes"] = ", ".join(f"{name}: {digest}" for name, digest in lora_hashes.items())
     pairs["Version"] = f"dreamloom {__version__}"
@@ -60,13 +62,6 @@ def format_infotext(
         lines.append(f"Negative prompt: {request.negative_prompt}")
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs.items() if v is not None))
     return "\n".join(lines)
-
-
-def with_field(infotext: str, key: str, value: object) -> str:
-    """``infotext`` with one more "Key: value" pair on its parameters line (the last line, which
-    ``format_infotext`` always writes): what a front end adds to a run, such as the prompt as
-    written before ``generate --enhance`` rewrote it. ``parse_infotext`` reads it back."""
-    return f"{infotext}, {key}: {_quote(value)}"
 
 
 def parse_infotext(text: str) -> dict[str, str]:
@@ -93,7 +88,8 @@ def request_from_infotext(text: str) -> GenerationRequest:
     values: dict = {"prompt": fields["Prompt"], "negative_prompt": fields["Negative prompt"]}
     simple = {"Steps": ("steps", int), "Sampler": ("sampler", str), "CFG scale": ("cfg_scale", float),
               "Seed": ("seed", int), "Model": ("model", str), "Clip skip": ("clip_skip", int),
-              "Denoising strength": ("denoising_strength", float), "Mask blur": ("mask_blur", int)}
+              "Denoising strength": ("denoising_strength", float), "Mask blur": ("mask_blur", int),
+              "Enhanced from": ("enhanced_from", str)}
     for key, (name, kind) in simple.items():
         if key in fields:
             values[name] = kind(fields[key])

@@ -36,6 +36,10 @@ class GenerationRequest(BaseModel):
     clip_skip: int = Field(1, ge=1, le=12, description="Use the text encoder's N-th layer from the end (1 = last).")
     loras: list[LoraWeight] = Field(default_factory=list, max_length=16,
                                     description="LoRAs to apply (name, weight); the prompt's <lora:...> tags add to these.")
+    enhance: bool = Field(False, description="Rewrite the prompt through the vision model before drawing (the "
+                                             "infotext keeps the prompt as written, as 'Enhanced from').")
+    enhanced_from: str | None = Field(None, description="The prompt as written, once the engine enhanced it (set "
+                                                        "by the engine; an enhanced request is not enhanced again).")
     denoising_strength: float = Field(0.75, ge=0.0, le=1.0, description="img2img/inpaint: how much of the init image is redrawn.")
     mask_blur: int = Field(4, ge=0, le=64, description="inpaint: Gaussian blur radius of the mask edge, in pixels.")
     init_image: Image.Image | None = Field(None, description="img2img/inpaint: the starting image.", exclude=True)

@@ -164,6 +164,7 @@ def _generation_request(body: Txt2ImgRequest, studio: Studio, principal: Princip
         "steps": body.steps, "cfg_scale": body.cfg_scale, "seed": body.seed, "width": body.width,
         "height": body.height, "batch_size": body.batch_size, "n_iter": body.n_iter,
         "clip_skip": overrides.get("CLIP_stop_at_last_layers", preferences.clip_skip),
+        "enhance": (body.model_extra or {}).get("enhance", False),  # dreamloom's own field, riding along
     }
     if isinstance(body, Img2ImgRequest):
         if not body.init_images:

@@ -68,7 +68,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(caller)]
 #: OpenAI's own model names; a client written for OpenAI sends one of these, and gets the server's default model.
 OPENAI_MODEL_PREFIXES = ("dall-e-", "gpt-image-", "chatgpt-image-")
 #: dreamloom's parameters a request may add to OpenAI's (validated by GenerationRequest, where their limits live).
-EXTRAS = ("negative_prompt", "steps", "seed", "sampler", "cfg_scale", "clip_skip")
+EXTRAS = ("negative_prompt", "steps", "seed", "sampler", "cfg_scale", "clip_skip", "enhance")
 #: ... and for edits, how much of the image is redrawn and how soft the mask's edge is.
 EDIT_EXTRAS = (*EXTRAS, "denoising_strength", "mask_blur")
 _SIZE = re.compile(r"^(\d+)x(\d+)$")

@@ -17,6 +17,8 @@ from PIL import Image
 
 from dreamloom.config import Settings
 from dreamloom.generate.engine import Engine
+from dreamloom.generate.enhance import enhancement
+from dreamloom.generate.hooks import Stage
 from dreamloom.generate.request import GenerationRequest
 from dreamloom.jobs import open_store
 from dreamloom.jobs.generation import KIND as GENERATE
@@ -65,9 +67,12 @@ class Studio:
         server = Preferences()
         if config.default_model:
             server = Preferences(model=policy.model(config.default_model, field="default_model").name)
+        vision = VisionChoices(VisionService(settings))
+        # a request asking for enhancement (from any front end) is rewritten by the server's vision backend
+        engine.hooks.add(Stage.prepare_request, enhancement(lambda prompt: vision.backend().enhance(prompt)))
         return cls(config, settings, engine, store, worker,
                    Authenticator(config.users, config.api_keys, config.operators), policy, PreferenceBook(server),
-                   VisionChoices(VisionService(settings)))
+                   vision)
 
     def start(self) -> list[str]:
         """Requeue the jobs this server's previous run left running (and any other worker's whose

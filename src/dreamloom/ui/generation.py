@@ -64,6 +64,7 @@ class GenerationForm:
     clip_skip: gr.Slider
     lora: gr.Dropdown
     lora_weight: gr.Slider
+    enhance: gr.Checkbox
 
     @property
     def fields(self) -> dict[str, gr.components.Component]:
@@ -132,10 +133,12 @@ def build_form(studio: Studio, prefix: str) -> tuple[GenerationForm, gr.Button]:
         lora = gr.Dropdown(lora_names(studio), value=NO_LORA, label="LoRA", elem_id=f"{prefix}-lora",
                            info=controls.help_text(LoraWeight, "name"))
         lora_weight = controls.slider(LoraWeight, "weight", "LoRA weight", step=0.05, elem_id=f"{prefix}-lora-weight")
-    clip_skip = controls.slider(R, "clip_skip", "Clip skip", elem_id=f"{prefix}-clip-skip")
+    with gr.Row():
+        clip_skip = controls.slider(R, "clip_skip", "Clip skip", elem_id=f"{prefix}-clip-skip")
+        enhance = controls.checkbox(R, "enhance", "Enhance prompt", elem_id=f"{prefix}-enhance")
     dice.click(lambda: -1, outputs=seed, queue=False)
     return GenerationForm(prompt, negative, model, sampler, steps, cfg, width, height, seed, batch_size, n_iter,
-                          clip_skip, lora, lora_weight), recycle
+                          clip_skip, lora, lora_weight, enhance), recycle
 
 
 @dataclass
