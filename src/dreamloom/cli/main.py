@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from dreamloom.cli.options import ENGINE_SETTINGS, Renamed, with_model_options, with_settings_options
-from dreamloom.cli.vision import enhance_prompt, mark_enhanced, register as register_vision_commands
+from dreamloom.cli.vision import enhance_prompt, register as register_vision_commands
 from dreamloom.cli.vlm import register as register_vlm_commands
 from dreamloom.config import Settings
 from dreamloom.errors import one_line
@@ -84,7 +84,8 @@ SAMPLING = ("sampler", "steps", "cfg_scale")
 @app.command()
 @friendly_errors
 @with_settings_options(*ENGINE_SETTINGS)
-@with_model_options(GenerationRequest, skip={"prompt", "init_image", "mask"}, renamed={"loras": LORA_OPTION})
+@with_model_options(GenerationRequest, skip={"prompt", "init_image", "mask", "enhanced_from"},
+                    renamed={"loras": LORA_OPTION})
 def generate(
     values: dict,
     settings: dict,
@@ -92,8 +93,6 @@ def generate(
     init_image: Annotated[Path | None, typer.Option(help="img2img/inpaint: the starting image.")] = None,
     mask: Annotated[Path | None, typer.Option(help="inpaint: white where to redraw.")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Where to write PNGs (default: settings' outputs dir).")] = None,
-    enhance: Annotated[bool, typer.Option(help="Rewrite the prompt through the vision model first (the infotext "
-                                               "keeps the original as 'Enhanced from').")] = False,
     enhance_model: Annotated[str | None, typer.Option(help="--enhance: the vision model (a local name or folder; with "
                                                            "--enhance-base-url, the endpoint's model id).")] = None,
     enhance_base_url: Annotated[str | None, typer.Option(help="--enhance: an OpenAI-compatible endpoint ending in /v1 "
@@ -104,13 +103,15 @@ def generate(
     images = {"init_image": _open_image(init_image), "mask": _open_image(mask)}
     request = GenerationRequest(prompt=prompt, **images, **values)
     _check_models(engine_settings, request.model, lora_weights(request.prompt, request.loras))
-    if enhance:
-        enhanced = enhance_prompt(prompt, engine_settings, enhance_model, enhance_base_url)
-        request = GenerationRequest(prompt=enhanced, **images, **values)
 
     from dreamloom.generate.engine import Engine
+    from dreamloom.generate.enhance import enhancement
+    from dreamloom.generate.hooks import Stage
 
     engine = Engine(engine_settings)
+    if request.enhance:  # the engine rewrites the prompt and records it as written ('Enhanced from')
+        engine.hooks.add(Stage.prepare_request, enhancement(
+            lambda text: enhance_prompt(text, engine_settings, enhance_model, enhance_base_url)))
     total = request.n_iter
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=errors, transient=True) as bar:
@@ -120,8 +121,6 @@ def generate(
             progress=lambda p: bar.update(task, description=f"batch {p.batch + 1}/{total}", completed=p.step, total=p.total),
             allow_paths=True,
         )
-    if enhance:
-        result.infotexts = mark_enhanced(result.infotexts, prompt)
     for path in engine.save(result, output_dir):
         console.print(str(path), highlight=False, soft_wrap=True)
 
@@ -158,7 +157,7 @@ def serve(values: dict, settings: dict) -> None:
 
     import uvicorn
 
-    from dreamloom.server.app import create_app
+    from dreamloom.serving import create_app
 
     # open txt2img calls wait for their jobs; the jobs themselves survive a restart, so do not wait on them
     uvicorn.run(create_app(config, engine_settings), host=config.host, port=config.port, log_level="warning",

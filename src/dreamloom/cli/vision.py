@@ -26,8 +26,6 @@ from dreamloom.vision.service import VisionConfig, open_backend
 
 console = Console()
 errors = Console(stderr=True)
-#: The infotext field that keeps the prompt as the user wrote it when ``--enhance`` rewrote it.
-ENHANCED_FROM = "Enhanced from"
 
 #: The Settings a vision command offers: where its model is, and where it runs.
 VISION_SETTINGS = ("models_dir", "device", "dtype")
@@ -122,13 +120,6 @@ def enhance_prompt(prompt: str, settings: Settings, model: str | None = None, ba
     enhanced = open_backend(config, settings, allow_paths=True).enhance(prompt)
     errors.print(f"enhanced prompt: {escape(enhanced)}", highlight=False, soft_wrap=True)
     return enhanced
-
-
-def mark_enhanced(infotexts: list[str], original: str) -> list[str]:
-    """The infotexts with the prompt as written kept beside the enhanced one they reproduce."""
-    from dreamloom.generate.infotext import with_field
-
-    return [with_field(text, ENHANCED_FROM, original) for text in infotexts]
 
 
 def register(app: typer.Typer, friendly_errors: Callable) -> None:
