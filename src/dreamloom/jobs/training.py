@@ -12,6 +12,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from dreamloom.config import Settings
+from dreamloom.errors import field_message
 from dreamloom.jobs.lease import Claim
 from dreamloom.jobs.model import Job, JobState, describe
 from dreamloom.jobs.store import JobStore
@@ -51,15 +52,14 @@ def check_training(settings: Settings, request: TrainingRequest, images: list[Im
     if destination(settings, request).exists():
         raise TrainingRefused("name", f"{request.name!r} is already in the models folder; choose another name")
     try:
-        ModelRegistry(settings.models_dir).resolve(request.base_model)
+        ModelRegistry.of(settings).resolve(request.base_model)
     except ValueError as error:
         raise TrainingRefused("base_model", str(error)) from None
     try:
         request.to_config(Path("."), Path("."))
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "request"
-        raise TrainingRefused(where, first["msg"].removeprefix("Value error, ")) from None
+        where, message = field_message(error)
+        raise TrainingRefused(where or "request", message) from None
 
 
 def submit_training(store: JobStore, settings: Settings, request: TrainingRequest, images: list[Image.Image],
@@ -107,7 +107,7 @@ class TrainingRunner:
         job = claim.job
         request = TrainingRequest.model_validate({k: v for k, v in job.request.items() if k != "origin"})
         instance = self._instance_images(job.id)
-        entry = ModelRegistry(self.settings.models_dir).resolve(request.base_model)
+        entry = ModelRegistry.of(self.settings).resolve(request.base_model)
         cfg = request.to_config(instance, self.store.blobs.work_dir(job.id) / RUN_DIR, entry.location)
         try:
             # "latest": a job restarted after a crash continues from its newest checkpoint

@@ -51,7 +51,7 @@ class ModelManager:
     def __init__(self, settings: Settings, capacity: int = 1, backend: Backend | None = None,
                  plan: LoadPlan | None = None):
         self.settings = settings
-        self.registry = ModelRegistry(settings.models_dir, allow_hub=settings.allow_hub)
+        self.registry = ModelRegistry.of(settings)
         self.backend: Backend = backend or DiffusersBackend()
         self.plan = plan or LoadPlan.from_settings(settings)
         self.capacity = capacity

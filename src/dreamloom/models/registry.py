@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from dreamloom.config import Settings
+
 Format = Literal["diffusers", "single-file", "pickle", "hub", "lora"]
 
 SAFE_SUFFIXES = (".safetensors",)
@@ -84,6 +86,11 @@ class ModelRegistry:
     def __init__(self, models_dir: Path | None, allow_hub: bool = False):
         self.models_dir = Path(models_dir).resolve() if models_dir else None
         self.allow_hub = allow_hub
+
+    @classmethod
+    def of(cls, settings: Settings) -> ModelRegistry:
+        """The registry of ``settings``' models folder, with the operator's hub rule."""
+        return cls(settings.models_dir, allow_hub=settings.allow_hub)
 
     def entries(self) -> list[ModelEntry]:
         """Embedded models first, then the models folder (top level and one level down)."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from dreamloom.errors import message_of
+
 Loc = tuple[str | int, ...]
 
 
@@ -49,7 +51,7 @@ class InvalidField(ServiceError):
             loc = tuple(item["loc"])
             if rename and loc and loc[0] in rename:
                 loc = rename[loc[0]] + loc[1:]
-            problems.append(Problem(loc, item["msg"].removeprefix("Value error, "), item["type"]))
+            problems.append(Problem(loc, message_of(item), item["type"]))
         return cls(problems[0].loc if problems else (), problems=problems or None)
 
 

@@ -92,12 +92,12 @@ class Authenticator:
         key logs in as the key's own principal whatever name was typed beside it."""
         if not self.required:
             return LOCAL
-        if user in self.users:
-            return self.password(user, password)
-        try:
-            return self.key(password)
-        except Unauthenticated:
-            raise Unauthenticated("incorrect user name or password (or API key)") from None
+        for attempt in (lambda: self.password(user, password), lambda: self.key(password)):
+            try:
+                return attempt()
+            except Unauthenticated:
+                pass
+        raise Unauthenticated("incorrect user name or password (or API key)")
 
     def header(self, authorization: str) -> Principal:
         """The principal an HTTP ``Authorization`` header names (Bearer key or Basic user)."""
