@@ -22,7 +22,7 @@ from dreamloom.vision.tiny_vlm.config import load_config
 from dreamloom.vision.tiny_vlm.data import CELL_COLOURS, CELL_SHAPES, QuestionBatches, cell_targets
 from dreamloom.vision.tiny_vlm.evaluate import answer, caption_reading, held_out_questions
 from dreamloom.vision.tiny_vlm.folder import embedded_vlm_path
-from dreamloom.vision.tiny_vlm.questions import KINDS, ask, canonical_scene
+from dreamloom.vision.tiny_vlm.questions import KINDS, ask, canonical_scene, reword
 from dreamloom.vision.tiny_vlm.recipe import build_processor, run_recipe
 from dreamloom.vision.tiny_vlm.tokenizer import PATCH, build_tokenizer
 
@@ -97,11 +97,29 @@ def test_plain_generate_on_the_processor_output_describes_held_out_images(model,
     assert right >= 4, captions
 
 
-def test_shipped_model_answers_held_out_colour_shape_and_count_questions(model, processor):
+@pytest.mark.parametrize("text_first", [False, True], ids=["image-first", "text-first"])
+def test_shipped_model_answers_held_out_colour_shape_and_count_questions(model, processor, text_first):
+    """Either order of image and question, straight through the chat template (no backend
+    reordering): OpenAI clients send the text first."""
     pairs = [p for p in held_out_questions(5, kinds=("colour", "shape", "count")) if p[1].kind != "caption"][:30]
-    replies = answer(model, processor, [render(s) for s, _ in pairs], [q.text for _, q in pairs], max_new_tokens=4)
+    replies = answer(model, processor, [render(s) for s, _ in pairs], [q.text for _, q in pairs], max_new_tokens=4,
+                     text_first=text_first)
     accuracy = sum(reply == q.answer for reply, (_, q) in zip(replies, pairs)) / len(pairs)
     assert len(pairs) == 30 and accuracy >= ANSWER_FLOOR, list(zip(replies, [q for _, q in pairs]))
+
+
+def test_reworded_questions_keep_their_answers():
+    rng = random.Random(1)
+    texts = set()
+    for scene in sample_scenes(6, 60):
+        for kind in ("caption", "colour", "shape", "count"):
+            if (question := ask(scene, kind, rng)) is None:
+                continue
+            reworded = reword(question, scene, rng)
+            assert (reworded.kind, reworded.answer) == (question.kind, question.answer)
+            texts.add(reworded.text)
+    assert {"What shape is it?", "What is in this image?"} <= texts, texts
+    assert any(t.isupper() for t in texts) and any(t[-1].isalpha() for t in texts)
 
 
 def test_questions_balance_yes_and_no_and_captions_have_one_order():
@@ -124,6 +142,11 @@ def test_training_chats_ask_several_questions_and_supervise_only_the_answers():
                               {"caption": 1.0, "colour": 1.0, "count": 1.0}, batch_size=3, turns=2, grid=4, seed=0)
     batch, again = batches.batch(7), batches.batch(7)
     assert torch.equal(batch["input_ids"], again["input_ids"])  # batch n is the same in every run
+    tokens = batches.processor.tokenizer.convert_ids_to_tokens
+    flipped = QuestionBatches(batches.processor, batches.images, scenes, batches.kinds, 3, 1, 4, 0, text_first=1.0)
+    for row in flipped.batch(7)["input_ids"]:  # the question, then the image
+        words = tokens(row)
+        assert words.index("<|image|>") > words.index("<|header_end|>") + 2
     assert batch["cell_shapes"].shape == batch["cell_colours"].shape == (3, 16)
     tokenizer = batches.processor.tokenizer
     for row in range(3):
@@ -164,6 +187,13 @@ def test_recipe_trains_writes_a_loadable_folder_and_resumes(tmp_path):
     assert report["steps"] == 4 and report["vision_stage"]["steps"] == 2
     curve = [json.loads(line) for line in (tmp_path / "vlm" / "accuracy_curve.jsonl").read_text().splitlines()]
     assert [row["step"] for row in curve] == [2, 3, 4]
+    assert set(report["vqa_exact_match_text_first"]) <= set(KINDS)
+    tuned = run_recipe(tiny_recipe(tmp_path / "tuned", f"init_from={folder}", "data.text_first=0.5",
+                                   "data.reworded=0.5"))
+    report = json.loads((tmp_path / "tuned" / "report.json").read_text())
+    assert report["vision_stage"] == {"init_from": str(folder), "train_seconds": 0} and report["steps"] == 3
+    assert not (tmp_path / "tuned" / "vision").exists()  # fine-tuning starts from a trained encoder
+    assert Llama4ForConditionalGeneration.from_pretrained(tuned).config.text_config.hidden_size == 32
 
 
 def test_vlm_experts_reports_active_parameters_and_usage_shares(tmp_path):

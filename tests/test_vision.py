@@ -15,16 +15,16 @@ from transformers import Llama4ForConditionalGeneration
 from typer.testing import CliRunner
 
 from dreamloom.config import Settings
-from dreamloom.generate.infotext import format_infotext, parse_infotext, request_from_infotext, with_field
-from dreamloom.generate.request import GenerationRequest
+from dreamloom.generate.infotext import parse_infotext
 from dreamloom.shapeworld import parse_prompt, render, sample_scenes
 from dreamloom.shapeworld.subjects import instance_dir
 from dreamloom.shapeworld.vocab import OBJECT_COLOURS
-from dreamloom.vision.backends import GenerationOptions
+from dreamloom.vision.backends import EmptyAnswer, GenerationOptions
 from dreamloom.vision.captioning import insert_token
 from dreamloom.vision.judge import answer_passes, judge, questions_for
 from dreamloom.vision.local import LocalBackend
-from dreamloom.vision.messages import MessageError, parse_messages
+from dreamloom.vision.images import to_data_url
+from dreamloom.vision.messages import Message, MessageError, parse_messages, trained_order
 from dreamloom.vision.registry import resolve_vision_model, vision_models
 from dreamloom.vision.service import VisionConfig, VisionService, open_backend
 from dreamloom.vision.tiny_vlm.config import TinyVlmConfig, llama4_config
@@ -136,6 +136,15 @@ def test_bad_input_is_refused_naming_the_cause(backend, tmp_path):
         open_backend(VisionConfig(backend="remote"), Settings())
 
 
+def test_one_image_goes_before_the_text_and_text_parts_are_joined():
+    blue = Image.new("RGB", (64, 64), (30, 80, 230))
+    assert trained_order(["What colour is ", "the circle?", RED]) == [RED, "What colour is\nthe circle?"]
+    assert trained_order([RED, "Describe the image."]) == [RED, "Describe the image."]
+    assert trained_order(["Describe the image."]) == ["Describe the image."]
+    interleaved = ["The first:", RED, "the second:", blue, "Which is red?"]
+    assert trained_order(interleaved) == interleaved  # several images keep their places among the words
+
+
 def test_service_loads_each_model_once_and_only_by_name(vlm_dir):
     loads = []
 
@@ -213,13 +222,6 @@ def test_judge_reports_agreement_with_the_exact_scorer(backend):
     assert result.to_dict()["score"] == result.score
 
 
-def test_enhanced_from_rides_in_the_infotext():
-    text = format_infotext(GenerationRequest(prompt="a red circle, detailed"), 7, 64, 64)
-    marked = with_field(text, "Enhanced from", "a red circle")
-    assert parse_infotext(marked)["Enhanced from"] == "a red circle"
-    assert request_from_infotext(marked) == request_from_infotext(text)
-
-
 def test_generate_enhance_records_the_prompt_as_written(vlm_dir, tmp_path):
     from dreamloom.cli.main import app
 
@@ -266,3 +268,50 @@ def test_shipped_model_captions_a_dreambooth_folder(tmp_path):
     assert run.exit_code == 0, run.output
     captions = [path.read_text().strip() for path in sorted(tmp_path.glob("*.txt"))]
     assert len(captions) == 5 and all("sks " in text and parse_prompt(text).objects for text in captions)
+
+
+def user_message(*parts: str | Image.Image) -> list[dict]:
+    """An OpenAI-style user message, images as inline data: URLs (what the HTTP API receives)."""
+    content = [{"type": "image_url", "image_url": {"url": to_data_url(p)}} if isinstance(p, Image.Image)
+               else {"type": "text", "text": p} for p in parts]
+    return [{"role": "user", "content": content}]
+
+
+@needs_shipped
+def test_shipped_model_answers_whatever_order_the_parts_come_in(shipped):
+    """Text first (as OpenAI clients send it), image first, the question in two parts: one right answer."""
+    for scene in sample_scenes(seed=13, count=4, n_objects=2):
+        image, obj = render(scene), scene.objects[0]
+        if sum(o.shape == obj.shape for o in scene.objects) > 1:
+            continue
+        question = f"What colour is the {obj.shape}?"
+        orders = [(question, image), (image, question), ("What colour is", f"the {obj.shape}?", image)]
+        assert {shipped.chat(user_message(*parts)) for parts in orders} == {obj.colour}, scene
+
+
+@needs_shipped
+def test_shipped_model_understands_how_users_word_questions(shipped):
+    for scene in sample_scenes(seed=17, count=3, n_objects=1):
+        image, (obj,) = render(scene), scene.objects
+        assert shipped.chat(user_message(f"what color is the {obj.shape}", image)) == obj.colour
+        assert shipped.chat(user_message("WHAT SHAPE IS IT", image)) == obj.shape
+        assert shipped.chat(user_message("How many shapes are there", image)) == "one"
+        described = parse_prompt(shipped.chat(user_message("What is in this image?", image))).objects
+        assert [(o.shape, o.colour) for o in described] == [(obj.shape, obj.colour)]
+
+
+@needs_shipped
+def test_an_answer_without_text_is_a_typed_error_not_an_empty_string():
+    """A real generation that writes no word: with every output logit 0, greedy decoding picks
+    token 0, ``<|begin_of_text|>``, a special token the decoded text leaves out."""
+    mute = LocalBackend.load(embedded_vlm_path(), device="cpu")
+    with torch.no_grad():
+        mute.model.language_model.lm_head.weight.zero_()
+    messages = parse_messages(user_message("What colour is the circle?", RED))
+    with pytest.raises(EmptyAnswer, match="gave an empty answer: max_new_tokens=3 ran out before any text") as raised:
+        mute.complete(messages, GenerationOptions(max_new_tokens=3))
+    assert raised.value.completion.completion_tokens == 3 and raised.value.completion.finish_reason == "length"
+    stream = mute.stream(messages, GenerationOptions(max_new_tokens=3))
+    with pytest.raises(EmptyAnswer):
+        list(stream)
+    assert mute.enhance("a red circle") == "a red circle"
