@@ -15,9 +15,14 @@ from PIL import Image, UnidentifiedImageError
 #: 8000x5000): a decoded 100 MP image alone takes 300 MB, and none of dreamloom's models
 #: looks at one whole.
 MAX_PIXELS = 40_000_000
-# PIL's own guard (a warning at MAX_IMAGE_PIXELS, an error at twice it) also covers decoders
-# dreamloom does not call itself (Gradio's uploads): make its error land at our cap.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
+# PIL's own guard (a warning past MAX_IMAGE_PIXELS, an error past twice it) also covers decoders
+# dreamloom does not call itself (Gradio's uploads); at our cap, our own check (which names the
+# size) still runs first for anything up to twice it.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.1f}"
 
 
 def check_size(image: Image.Image, what: str = "the image", max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -26,7 +31,7 @@ def check_size(image: Image.Image, what: str = "the image", max_pixels: int = MA
     width, height = image.size
     if width * height > max_pixels:
         raise ValueError(f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, over the limit of "
-                         f"{max_pixels / 1e6:.1f} MP; downscale it first")
+                         f"{_megapixels(max_pixels)} MP; downscale it first")
     if width == 0 or height == 0:
         raise ValueError(f"{what} is empty ({width}x{height})")
     return image
@@ -41,8 +46,8 @@ def decode_image(raw: bytes, what: str = "the image", max_pixels: int = MAX_PIXE
     except UnidentifiedImageError:
         raise ValueError(f"{what} is not an image (no format PIL reads: PNG, JPEG, WebP, ...)") from None
     except Image.DecompressionBombError:
-        raise ValueError(f"{what} is over the limit of {max_pixels / 1e6:.1f} MP (a decompression bomb); "
-                         "downscale it first") from None
+        raise ValueError(f"{what} is over the limit of {_megapixels(max_pixels)} MP (PIL refuses it as a "
+                         "decompression bomb); downscale it first") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{what} is not a readable image ({type(error).__name__}: {error})") from None
     with image:

@@ -8,44 +8,17 @@ import binascii
 import io
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from dreamloom.images import MAX_PIXELS, check_size, decode_image
 
 #: An image as callers hold it: a PIL image, a file path, raw bytes, or a ``data:`` URL.
 ImageInput = Image.Image | Path | str | bytes
-#: Most pixels an input image may have (about 8000x5000). Larger is refused before decoding,
-#: since a decoded 100 MP image alone takes 300 MB and no vision model looks at it whole.
-MAX_PIXELS = 40_000_000
 #: Longest side sent to a remote provider; OpenAI and most Llama 4 hosts rescale beyond it anyway.
 REMOTE_MAX_SIDE = 1024
 #: Largest encoded image sent to a provider before falling back from PNG to JPEG.
 REMOTE_MAX_BYTES = 4 * 2**20
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
-def _decode(raw: bytes, what: str, max_pixels: int) -> Image.Image:
-    try:
-        with Image.open(io.BytesIO(raw)) as image:
-            check_size(image, what, max_pixels)
-            image.load()
-            return image.convert("RGB")
-    except UnidentifiedImageError:
-        raise ValueError(f"{what} is not an image (no format PIL reads: PNG, JPEG, WebP, ...)") from None
-    except Image.DecompressionBombError:
-        raise ValueError(f"{what} is over the limit of {max_pixels / 1e6:.0f} MP (PIL refuses it as a "
-                         "decompression bomb); downscale it first") from None
-    except (OSError, SyntaxError) as error:
-        raise ValueError(f"{what} is not a readable image ({type(error).__name__}: {error})") from None
-
-
-def check_size(image: Image.Image, what: str = "the image", max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """``image`` itself, or a ValueError naming its size when it has more than ``max_pixels``."""
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ValueError(f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, over the limit of "
-                         f"{max_pixels / 1e6:.0f} MP; downscale it first")
-    if width == 0 or height == 0:
-        raise ValueError(f"{what} is empty ({width}x{height})")
-    return image
 
 
 def decode_data_url(url: str, what: str = "the image", max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -57,7 +30,7 @@ def decode_data_url(url: str, what: str = "the image", max_pixels: int = MAX_PIX
         raw = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(f"{what}: the data URL's base64 payload does not decode") from None
-    return _decode(raw, what, max_pixels)
+    return decode_image(raw, what, max_pixels).convert("RGB")
 
 
 def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -66,13 +39,13 @@ def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
     if isinstance(source, Image.Image):
         return check_size(source, max_pixels=max_pixels).convert("RGB")
     if isinstance(source, bytes):
-        return _decode(source, "the image data", max_pixels)
+        return decode_image(source, "the image data", max_pixels).convert("RGB")
     if isinstance(source, str) and source.startswith("data:"):
         return decode_data_url(source, max_pixels=max_pixels)
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"no such image: {path}")
-    return _decode(path.read_bytes(), str(path), max_pixels)
+    return decode_image(path.read_bytes(), str(path), max_pixels).convert("RGB")
 
 
 def to_data_url(image: Image.Image, max_side: int = REMOTE_MAX_SIDE, max_bytes: int = REMOTE_MAX_BYTES) -> str:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from dreamloom.vision.images import MAX_PIXELS, check_size, decode_data_url, to_data_url
+from dreamloom.images import MAX_PIXELS, check_size
+from dreamloom.vision.images import decode_data_url, to_data_url
 
 ROLES = ("system", "user", "assistant")
 #: OpenAI's newer name for the system role.
