@@ -67,7 +67,7 @@ def _open_image(path: Path | None):
 
 def _check_models(settings: Settings, model: str, loras: Iterable[str] = ()) -> None:
     """Refuse an unknown model or LoRA before the engine (torch, diffusers: seconds) is imported."""
-    registry = ModelRegistry(settings.models_dir, allow_hub=settings.allow_hub)
+    registry = ModelRegistry.of(settings)
     registry.resolve(model, allow_paths=True)
     for name in loras:
         registry.resolve_lora(name, allow_paths=True)
@@ -183,7 +183,7 @@ def info(image: Annotated[Path, typer.Argument(help="A PNG written by dreamloom,
 def models(settings: dict) -> None:
     """List the models and LoRAs dreamloom can load by name."""
     table = Table("name", "format", "location")
-    registry = ModelRegistry(Settings.from_env(**settings).models_dir)
+    registry = ModelRegistry.of(Settings.from_env(**settings))
     for entry in [*registry.entries(), *registry.loras()]:
         table.add_row(entry.name + (" (embedded)" if entry.embedded else ""), entry.format, entry.location)
     console.print(table)
@@ -199,7 +199,7 @@ def export(
     half: Annotated[bool, typer.Option(help="Store float16 weights.")] = False,
 ) -> None:
     """Write a diffusers model as one LDM-layout .safetensors (for AUTOMATIC1111, ComfyUI)."""
-    entry = ModelRegistry(Settings.from_env(**settings).models_dir).resolve(model, allow_paths=True)
+    entry = ModelRegistry.of(Settings.from_env(**settings)).resolve(model, allow_paths=True)
     if entry.format != "diffusers":
         raise ValueError(f"{model} is not a diffusers folder; only those can be exported")
 
