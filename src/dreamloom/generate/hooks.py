@@ -37,45 +37,43 @@ class Stage(str, Enum):
 
 @dataclass(frozen=True)
 class HookSpec:
-    """One stage's hook: the arguments an implementation may take, by name, and what it returns."""
+    """One stage's hook: the arguments an implementation may take, by name, what it returns, and
+    what it is for."""
 
     stage: Stage
     arguments: tuple[str, ...]
     returns: str
+    doc: str
     first_result: bool = False  # the first non-None result wins and the rest are not called
 
 
-#: Every hook, with its named arguments (see ``HOOK_DOCS`` for each argument's meaning).
+#: Every hook, declared once.
 SPECS: dict[Stage, HookSpec] = {
     s.stage: s
     for s in (
-        HookSpec(Stage.prepare_request, ("request", "mode"), "GenerationRequest | None"),
-        HookSpec(Stage.encode_prompts, ("pipeline", "request", "embeddings"), "dict[str, Tensor] | None"),
-        HookSpec(Stage.prepare_conditioning, ("pipeline", "request", "arguments", "seeds", "batch"), "dict | None"),
+        HookSpec(Stage.prepare_request, ("request", "mode"), "GenerationRequest | None",
+                 "Before anything runs. ``request``: the GenerationRequest; ``mode``: 'txt2img', 'img2img' or "
+                 "'inpaint'. Return a changed request (a script's prompt edit, say)."),
+        HookSpec(Stage.encode_prompts, ("pipeline", "request", "embeddings"), "dict[str, Tensor] | None",
+                 "After the prompts are encoded. ``embeddings``: the pipeline's prompt_embeds and "
+                 "negative_prompt_embeds (SDXL: and the pooled ones) keyword arguments, batch 1."),
+        HookSpec(Stage.prepare_conditioning, ("pipeline", "request", "arguments", "seeds", "batch"), "dict | None",
+                 "Before each batch's pipeline call. ``arguments``: the request's keyword arguments of the call "
+                 "besides prompts and noise (width/height, image, strength, mask_image); ``seeds``: the batch's "
+                 "seeds; ``batch``: its index among the request's n_iter batches."),
         HookSpec(Stage.on_step, ("pipeline", "request", "step", "total", "timestep", "latents", "seeds", "batch"),
-                 "Tensor | None"),
+                 "Tensor | None",
+                 "After each denoising step (diffusers' callback_on_step_end). ``step``: steps done (1-based) "
+                 "of ``total``; ``latents``: this request's rows only. Return latents to replace them."),
         HookSpec(Stage.decode, ("pipeline", "request", "latents", "seeds", "batch"), "list[Image] | None",
-                 first_result=True),
-        HookSpec(Stage.post_process, ("pipeline", "request", "images", "seeds", "batch"), "list[Image] | None"),
-        HookSpec(Stage.save, ("request", "image", "seed", "infotext", "path"), "str | None"),
+                 "Instead of the VAE decode of a batch (tiled VAE, TAESD, a hires pass): return its images, one "
+                 "per seed.", first_result=True),
+        HookSpec(Stage.post_process, ("pipeline", "request", "images", "seeds", "batch"), "list[Image] | None",
+                 "After decode. ``images``: the batch's images. Return images to replace them."),
+        HookSpec(Stage.save, ("request", "image", "seed", "infotext", "path"), "str | None",
+                 "Before a PNG is written (``Engine.save``). ``infotext``: its parameters text; ``path``: where "
+                 "it goes. Return an infotext to write instead."),
     )
-}
-
-#: What each stage's hook is for and what its arguments hold.
-HOOK_DOCS: dict[Stage, str] = {
-    Stage.prepare_request: "Before anything runs. ``request``: the GenerationRequest; ``mode``: 'txt2img', "
-                           "'img2img' or 'inpaint'. Return a changed request (e.g. a script's prompt edit).",
-    Stage.encode_prompts: "After the prompt and negative prompt are encoded. ``embeddings``: the pipeline's "
-                          "prompt_embeds/negative_prompt_embeds (and SDXL's pooled) keyword arguments, batch 1.",
-    Stage.prepare_conditioning: "Before each batch's pipeline call. ``arguments``: this request's keyword "
-                                "arguments of the call besides prompts and noise (width/height, image, strength, "
-                                "mask_image); ``seeds``: the batch's seeds; ``batch``: its index in n_iter.",
-    Stage.on_step: "After each denoising step. ``step``: steps done (1-based) of ``total``; ``timestep``: the "
-                   "step's timestep; ``latents``: this request's rows only. Return new latents to replace them.",
-    Stage.decode: "Instead of the VAE decode of a batch (tiled VAE, TAESD, a hires pass): return its images.",
-    Stage.post_process: "After decode. ``images``: this batch's images. Return new images to replace them.",
-    Stage.save: "Before a PNG is written. ``infotext``: its parameters text; ``path``: where it goes. Return "
-                "a new infotext to write instead.",
 }
 
 

@@ -142,6 +142,9 @@ def _decode(pipeline: DiffusionPipeline, parts: list[_Part], latents: torch.Tens
                           seeds=p.seeds, batch=round_)
         for p in parts
     ]
+    for part, images in zip(parts, decoded):
+        if images is not None and len(images) != len(part.seeds):
+            raise ValueError(f"a decode hook returned {len(images)} images for a batch of {len(part.seeds)}")
     pending = [i for i, images in enumerate(decoded) if images is None]
     if pending:
         images = iter(decode_latents(pipeline, torch.cat([latents[parts[i].rows] for i in pending])))
