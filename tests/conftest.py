@@ -60,8 +60,8 @@ def live_server(data_dir: Path, models_dir: Path | None = None, **config) -> Ite
     process; yields its base URL and stops it (and its worker) on exit."""
     import uvicorn
 
-    from dreamloom.serving import create_app
-    from dreamloom.server.config import ServerConfig
+    from dreamloom.serving.app import create_app
+    from dreamloom.serving.config import ServerConfig
 
     settings = Settings(models_dir=models_dir or data_dir / "models", outputs_dir=data_dir / "outputs", device="cpu")
     app = create_app(ServerConfig(data_dir=data_dir, **config), settings)

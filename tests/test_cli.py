@@ -86,7 +86,7 @@ def test_model_options_fill_nested_renamed_and_settings_fields(monkeypatch):
 
     from dreamloom.cli.options import Renamed, with_model_options, with_settings_options
     from dreamloom.config import Settings
-    from dreamloom.server.config import ServerConfig
+    from dreamloom.serving.config import ServerConfig
 
     seen = {}
     app = typer.Typer()

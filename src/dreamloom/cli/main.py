@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -20,10 +19,11 @@ from dreamloom.cli.vision import enhance_prompt, register as register_vision_com
 from dreamloom.cli.vlm import register as register_vlm_commands
 from dreamloom.config import Settings
 from dreamloom.errors import one_line
-from dreamloom.generate.lora_syntax import lora_weights, parse_lora
+from dreamloom.generate.lora_syntax import parse_lora
 from dreamloom.generate.request import GenerationRequest
-from dreamloom.models.registry import ModelRegistry
-from dreamloom.server.config import ServerConfig
+from dreamloom.service.errors import ServiceError
+from dreamloom.service.local import LocalStudio
+from dreamloom.serving.config import ServerConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 train_app = typer.Typer(no_args_is_help=True, help="Train models.")
@@ -49,6 +49,8 @@ def friendly_errors(fn):
             return fn(*args, **kwargs)
         except ValidationError as error:
             _fail(one_line(error))
+        except ServiceError as error:
+            _fail(error.message)
         except (ValueError, FileNotFoundError, OSError) as error:
             _fail(str(error))
 
@@ -63,14 +65,6 @@ def _open_image(path: Path | None):
     if not path.exists():
         raise FileNotFoundError(f"no such image: {path}")
     return Image.open(path).convert("RGB")
-
-
-def _check_models(settings: Settings, model: str, loras: Iterable[str] = ()) -> None:
-    """Refuse an unknown model or LoRA before the engine (torch, diffusers: seconds) is imported."""
-    registry = ModelRegistry.of(settings)
-    registry.resolve(model, allow_paths=True)
-    for name in loras:
-        registry.resolve_lora(name, allow_paths=True)
 
 
 #: ``GenerationRequest.loras`` as the command line spells it.
@@ -99,29 +93,19 @@ def generate(
                                                               "(key from $DREAMLOOM_VISION_API_KEY or $OPENAI_API_KEY).")] = None,
 ) -> None:
     """Text-to-image; with --init-image, image-to-image; with --mask too, inpainting."""
-    engine_settings = Settings.from_env(**settings)
+    studio = LocalStudio(Settings.from_env(**settings))
     images = {"init_image": _open_image(init_image), "mask": _open_image(mask)}
-    request = GenerationRequest(prompt=prompt, **images, **values)
-    _check_models(engine_settings, request.model, lora_weights(request.prompt, request.loras))
-
-    from dreamloom.generate.engine import Engine
-    from dreamloom.generate.enhance import enhancement
-    from dreamloom.generate.hooks import Stage
-
-    engine = Engine(engine_settings)
+    request = studio.check(GenerationRequest(prompt=prompt, **images, **values))  # before torch is imported
+    enhance = None
     if request.enhance:  # the engine rewrites the prompt and records it as written ('Enhanced from')
-        engine.hooks.add(Stage.prepare_request, enhancement(
-            lambda text: enhance_prompt(text, engine_settings, enhance_model, enhance_base_url)))
+        enhance = lambda text: enhance_prompt(studio, text, enhance_model, enhance_base_url)  # noqa: E731
     total = request.n_iter
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=errors, transient=True) as bar:
         task = bar.add_task("loading model", total=None)
-        result = engine.generate(
-            request,
-            progress=lambda p: bar.update(task, description=f"batch {p.batch + 1}/{total}", completed=p.step, total=p.total),
-            allow_paths=True,
-        )
-    for path in engine.save(result, output_dir):
+        paths = studio.generate(request, output_dir, enhance=enhance, progress=lambda p: bar.update(
+            task, description=f"batch {p.batch + 1}/{total}", completed=p.step, total=p.total))
+    for path in paths:
         console.print(str(path), highlight=False, soft_wrap=True)
 
 
@@ -157,7 +141,7 @@ def serve(values: dict, settings: dict) -> None:
 
     import uvicorn
 
-    from dreamloom.serving import create_app
+    from dreamloom.serving.app import create_app
 
     # open txt2img calls wait for their jobs; the jobs themselves survive a restart, so do not wait on them
     uvicorn.run(create_app(config, engine_settings), host=config.host, port=config.port, log_level="warning",
@@ -183,7 +167,7 @@ def info(image: Annotated[Path, typer.Argument(help="A PNG written by dreamloom,
 def models(settings: dict) -> None:
     """List the models and LoRAs dreamloom can load by name."""
     table = Table("name", "format", "location")
-    registry = ModelRegistry.of(Settings.from_env(**settings))
+    registry = LocalStudio(Settings.from_env(**settings)).registry
     for entry in [*registry.entries(), *registry.loras()]:
         table.add_row(entry.name + (" (embedded)" if entry.embedded else ""), entry.format, entry.location)
     console.print(table)
@@ -199,7 +183,7 @@ def export(
     half: Annotated[bool, typer.Option(help="Store float16 weights.")] = False,
 ) -> None:
     """Write a diffusers model as one LDM-layout .safetensors (for AUTOMATIC1111, ComfyUI)."""
-    entry = ModelRegistry.of(Settings.from_env(**settings)).resolve(model, allow_paths=True)
+    entry = LocalStudio(Settings.from_env(**settings)).model(model)
     if entry.format != "diffusers":
         raise ValueError(f"{model} is not a diffusers folder; only those can be exported")
 
@@ -219,16 +203,14 @@ def eval_adherence(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
 ) -> None:
     """Generate for held-out ShapeWorld prompts and report adherence per attribute."""
-    sampling = GenerationRequest(prompt="", model=model, **values)
-    settings = Settings.from_env()
-    _check_models(settings, model)
+    studio = LocalStudio(Settings.from_env())
+    sampling = studio.check(GenerationRequest(prompt="", model=model, **values))
     counts = {int(g): prompts for g in groups.split(",")}
 
     from dreamloom.eval.adherence import measure_adherence
     from dreamloom.eval.engine_generate import engine_generate_fn
-    from dreamloom.generate.engine import Engine
 
-    generate_fn = engine_generate_fn(Engine(settings), model, sampling.sampler, sampling.steps, sampling.cfg_scale)
+    generate_fn = engine_generate_fn(studio.engine, model, sampling.sampler, sampling.steps, sampling.cfg_scale)
     with Progress(TextColumn("scoring held-out prompts"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=errors, transient=True) as bar:
         task = bar.add_task("", total=sum(counts.values()))
@@ -335,16 +317,14 @@ def eval_dreambooth(
 
     chosen = get_subject(subject)
     loras = [parse_lora(value) for value in lora or []]
-    sampling = GenerationRequest(prompt="", model=model, loras=loras, **values)
-    settings = Settings.from_env()
-    _check_models(settings, model, [weight.name for weight in loras])
+    studio = LocalStudio(Settings.from_env())
+    sampling = studio.check(GenerationRequest(prompt="", model=model, loras=loras, **values))
 
     from dreamloom.eval.clip_embedding import load_clip
     from dreamloom.eval.dreambooth import evaluate_dreambooth
     from dreamloom.eval.engine_generate import engine_sample_fn
-    from dreamloom.generate.engine import Engine
 
-    sample = engine_sample_fn(Engine(settings), model, sampling.sampler, sampling.steps, sampling.cfg_scale, loras)
+    sample = engine_sample_fn(studio.engine, model, sampling.sampler, sampling.steps, sampling.cfg_scale, loras)
     with Progress(TextColumn("context prompts"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=errors, transient=True) as bar:
         task = bar.add_task("", total=None)

@@ -22,7 +22,8 @@ from rich.table import Table
 
 from dreamloom.cli.options import with_model_options, with_settings_options
 from dreamloom.config import Settings
-from dreamloom.vision.service import VisionConfig, open_backend
+from dreamloom.service.local import LocalStudio
+from dreamloom.vision.service import VisionConfig
 
 console = Console()
 errors = Console(stderr=True)
@@ -32,7 +33,7 @@ VISION_SETTINGS = ("models_dir", "device", "dtype")
 
 
 def _backend(values: dict, settings: dict):
-    return open_backend(VisionConfig(**values), Settings.from_env(**settings), allow_paths=True)
+    return LocalStudio(Settings.from_env(**settings)).vision_backend(VisionConfig(**values))
 
 
 def caption(
@@ -113,11 +114,11 @@ def judge(
         json_out.write_text(json.dumps(result.to_dict(), indent=2))
 
 
-def enhance_prompt(prompt: str, settings: Settings, model: str | None = None, base_url: str | None = None) -> str:
+def enhance_prompt(studio: LocalStudio, prompt: str, model: str | None = None, base_url: str | None = None) -> str:
     """``prompt`` rewritten by a vision model (the embedded one unless ``model`` names another,
     or ``base_url`` a remote endpoint), shown on stderr."""
     config = VisionConfig(backend="remote" if base_url else "local", model=model, base_url=base_url)
-    enhanced = open_backend(config, settings, allow_paths=True).enhance(prompt)
+    enhanced = studio.vision_backend(config).enhance(prompt)
     errors.print(f"enhanced prompt: {escape(enhanced)}", highlight=False, soft_wrap=True)
     return enhanced
 

@@ -22,7 +22,7 @@ from dreamloom.service.errors import InvalidField, NotFound, ServiceError
 from dreamloom.service.principals import Principal
 from dreamloom.service.studio import Studio
 from dreamloom.ui import controls
-from dreamloom.ui.progress import preview_image, progress_html, shown_job_js
+from dreamloom.ui.progress import preview_image, progress_html
 from dreamloom.ui.session import principal_of
 
 NO_LORA = "None"
@@ -224,8 +224,9 @@ def mask_of(editor: dict | None) -> tuple[Image.Image | None, Image.Image | None
     return background, mask
 
 
-def wire_cancel(studio: Studio, cancel: gr.Button, job_id: gr.State, progress: gr.HTML) -> None:
-    """Cancel stops the job the bar shows if it is the caller's, and no other."""
+def wire_cancel(studio: Studio, cancel: gr.Button, job_id: gr.State) -> None:
+    """Cancel stops the job this page follows (its id lives in the session, on the server), if it
+    is the caller's, and no other."""
 
     def stop(job: str, request: gr.Request) -> str:
         if job:
@@ -235,7 +236,7 @@ def wire_cancel(studio: Studio, cancel: gr.Button, job_id: gr.State, progress: g
                 raise gr.Error(error.message) from None
         return job
 
-    cancel.click(stop, inputs=job_id, outputs=job_id, queue=False, js=shown_job_js(progress.elem_id))
+    cancel.click(stop, inputs=job_id, outputs=job_id, queue=False)
 
 
 def wire_generation(studio: Studio, tab: str, form: GenerationForm, recycle: gr.Button, view: JobView,
@@ -273,6 +274,6 @@ def wire_generation(studio: Studio, tab: str, form: GenerationForm, recycle: gr.
             yield update
 
     generate.click(run, inputs=inputs, outputs=view.outputs, concurrency_limit=None)
-    wire_cancel(studio, cancel, view.job_id, view.progress)
+    wire_cancel(studio, cancel, view.job_id)
     recycle.click(lambda seed: seed, inputs=view.last_seed, outputs=form.seed, queue=False)
     return reconnect

@@ -42,12 +42,6 @@ def progress_html(job: Job | None, unit: str = "Step") -> str:
             f'</div></div><span class="dl-text">{text}</span></div>')
 
 
-def shown_job_js(element_id: str) -> str:
-    """Browser-side: the id of the job whose bar ``element_id`` shows (else the state's value),
-    so Cancel acts on the job the person sees, whatever the session state holds."""
-    return f"(job) => document.querySelector('#{element_id} .dl-progress')?.dataset.job || job"
-
-
 def preview_image(data: bytes | None) -> Image.Image | None:
     if not data:
         return None

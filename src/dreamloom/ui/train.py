@@ -166,5 +166,5 @@ def wire_training(studio: Studio, form: TrainForm, view: TrainView, start: gr.Bu
 
     event = start.click(run, inputs={form.images, *form.fields.values()}, outputs=view.outputs,
                         concurrency_limit=None)
-    wire_cancel(studio, cancel, view.job_id, view.progress)
+    wire_cancel(studio, cancel, view.job_id)
     return event, reconnect

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from dreamloom.config import Settings
 from dreamloom.server.app import create_api
-from dreamloom.server.config import ServerConfig
+from dreamloom.serving.config import ServerConfig
 from dreamloom.service.studio import Studio
 
 __all__ = ["ServerConfig", "create_app"]

@@ -1,12 +1,10 @@
-"""Server settings: the service's (who may call it, limits, jobs) and where it listens."""
+"""The server's settings: the service's (who may call it, limits, jobs) and where it listens."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from dreamloom.service.config import ServerLimits, ServiceConfig
-
-__all__ = ["ServerConfig", "ServerLimits"]
+from dreamloom.service.config import ServiceConfig
 
 
 class ServerConfig(ServiceConfig):
