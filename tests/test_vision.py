@@ -24,7 +24,7 @@ from dreamloom.vision.captioning import insert_token
 from dreamloom.vision.judge import answer_passes, judge, questions_for
 from dreamloom.vision.local import LocalBackend
 from dreamloom.vision.images import to_data_url
-from dreamloom.vision.messages import Message, MessageError, parse_messages, trained_order
+from dreamloom.vision.messages import MessageError, parse_messages, trained_order
 from dreamloom.vision.registry import resolve_vision_model, vision_models
 from dreamloom.vision.service import VisionConfig, VisionService, open_backend
 from dreamloom.vision.tiny_vlm.config import TinyVlmConfig, llama4_config

@@ -19,7 +19,7 @@ import re
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 from fastapi import APIRouter, Depends, HTTPException
