@@ -295,11 +295,7 @@ def test_a_remote_vision_backend_chosen_in_settings_answers(page, ui_url, tmp_pa
     """The Understand tab through an OpenAI-compatible endpoint: this server's own /v1."""
     scene = sample_scenes(seed=32, count=1)[0]
     render(scene).save(tmp_path / "scene.png")
-    open_tab(page, "Models & settings")
-    page.get_by_role("radio", name="remote").check()
-    page.fill("#settings-vision-model textarea, #settings-vision-model input", "dreamloom-tiny-vlm")
-    page.fill("#settings-vision-url textarea, #settings-vision-url input", f"{ui_url}/v1")
-    page.click("#settings-vision-apply")
+    use_vision_backend(page, "remote", "dreamloom-tiny-vlm", f"{ui_url}/v1")
     page.wait_for_selector("#settings-vision-status >> text=remote")
     open_tab(page, "Understand")
     page.set_input_files("#vision-image input[type=file]", str(tmp_path / "scene.png"))
@@ -308,10 +304,19 @@ def test_a_remote_vision_backend_chosen_in_settings_answers(page, ui_url, tmp_pa
     page.click("#vision-ask-button")
     page.wait_for_function("document.querySelector('#vision-answer textarea').value.length > 0")
     assert page.input_value("#vision-answer textarea") == scene.background
-    open_tab(page, "Models & settings")
-    page.get_by_role("radio", name="local").check()
-    page.click("#settings-vision-apply")
+    use_vision_backend(page, "local")
     page.wait_for_selector("#settings-vision-status >> text=local")
+
+
+def use_vision_backend(page, kind: str, model: str | None = None, url: str | None = None) -> None:
+    """Choose the server's vision backend under Models & settings, as the operator does."""
+    open_tab(page, "Models & settings")
+    page.get_by_role("radio", name=kind).check()
+    if model is not None:
+        page.fill("#settings-vision-model textarea, #settings-vision-model input", model)
+    if url is not None:
+        page.fill("#settings-vision-url textarea, #settings-vision-url input", url)
+    page.click("#settings-vision-apply")
 
 
 @pytest.fixture(scope="module")
@@ -420,23 +425,15 @@ def test_only_the_operator_changes_the_servers_vision_backend(browser, locked):
     url, _ = locked
     context, page = login(browser, url, "ann", "pw")
     page.wait_for_selector("#txt2img-prompt textarea")
-    open_tab(page, "Models & settings")
-    page.get_by_role("radio", name="remote").check()
-    page.fill("#settings-vision-url textarea, #settings-vision-url input", "http://127.0.0.1:9/v1")
-    page.click("#settings-vision-apply")
+    use_vision_backend(page, "remote", url="http://127.0.0.1:9/v1")
     page.wait_for_selector("text=only the operator")
     assert "local" in page.inner_text("#settings-vision-status")
     context.close()
     context, page = login(browser, url, "op", "op-pw")
     page.wait_for_selector("#txt2img-prompt textarea")
-    open_tab(page, "Models & settings")
-    page.get_by_role("radio", name="remote").check()
-    page.fill("#settings-vision-model textarea, #settings-vision-model input", "dreamloom-tiny-vlm")
-    page.fill("#settings-vision-url textarea, #settings-vision-url input", f"{url}/v1")
-    page.click("#settings-vision-apply")
+    use_vision_backend(page, "remote", "dreamloom-tiny-vlm", f"{url}/v1")
     page.wait_for_selector("#settings-vision-status >> text=remote")
-    page.get_by_role("radio", name="local").check()
-    page.click("#settings-vision-apply")
+    use_vision_backend(page, "local")
     page.wait_for_selector("#settings-vision-status >> text=local")
     context.close()
 
