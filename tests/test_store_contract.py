@@ -53,6 +53,7 @@ def test_submit_get_list_and_counts(store):
     store.claim("w", 1)
     assert [j.id for j in store.jobs(state=JobState.running)] == [a.id]
     assert store.counts() == {"running": 1, "queued": 1}
+    assert store.counts(owner="ann") == {"running": 1} and store.counts(owner="eve") == {}
 
 
 def test_a_full_queue_refuses_and_keeps_nothing(store):

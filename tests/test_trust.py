@@ -95,6 +95,9 @@ def test_options_change_the_server_only_for_the_operator(url):
     mine = options(headers=EVE)
     assert mine["sd_model_checkpoint"].startswith("random-sd") and mine["CLIP_stop_at_last_layers"] == 2
     assert options(headers=BOB) == before  # eve's choice is eve's alone
+    for who, model in ((EVE, "random-sd"), (BOB, "dreamloom-tiny-sd")):  # a job naming no model gets the caller's
+        job = requests.post(f"{url}/api/v1/jobs", json={"prompt": "a red star", "steps": 1}, headers=who).json()
+        assert job["request"]["model"] == model and job["request"]["clip_skip"] == (2 if who is EVE else 1)
     assert not any(key.startswith("junk") for key in mine) and len(requests.get(
         f"{url}/sdapi/v1/options", headers=EVE).content) < 1000
     refused = requests.post(f"{url}/sdapi/v1/options", headers=EVE, json={"CLIP_stop_at_last_layers": 13})

@@ -168,9 +168,11 @@ class SQLiteJobStore(JobStore):
             rows = db.execute(f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ?", (*args, limit))
             return [_job(r) for r in rows]
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, owner: str | None = None) -> dict[str, int]:
+        where, args = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
         with self._connect() as db:
-            return {state: n for state, n in db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+            return {state: n for state, n in db.execute(f"SELECT state, COUNT(*) FROM jobs {where} GROUP BY state",
+                                                        args)}
 
     def preview(self, job_id: str) -> bytes | None:
         with self._connect() as db:

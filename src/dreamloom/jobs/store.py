@@ -63,8 +63,8 @@ class JobStore(ABC):
         """The newest ``limit`` jobs, newest first, optionally of one state and owner."""
 
     @abstractmethod
-    def counts(self) -> dict[str, int]:
-        """How many jobs are in each state (states without jobs left out)."""
+    def counts(self, owner: str | None = None) -> dict[str, int]:
+        """How many jobs (of ``owner``'s, when given) are in each state (states without jobs left out)."""
 
     @abstractmethod
     def preview(self, job_id: str) -> bytes | None:

@@ -146,10 +146,11 @@ def _generation_request(params: ImageParams, studio: Studio, principal: Principa
         raise InvalidField("n", f"{params.n} is over this server's limit of {limit}")
     width, height = params.dimensions()
     passed = {name: value for name, value in (params.model_extra or {}).items() if name in extras}
-    return _validated(GenerationRequest, {
+    request = _validated(GenerationRequest, {
         **base, **passed, "prompt": params.prompt, "model": _model_name(params.model, studio, principal),
         "batch_size": params.n, "width": width, "height": height,
     })
+    return studio.with_preferences(principal, request, {"model", *passed})
 
 
 async def _respond(job: Job, params: ImageParams, request: Request, studio: Studio, principal: Principal) -> dict:

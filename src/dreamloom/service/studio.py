@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import base64
 import socket
-from contextlib import aclosing
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +116,13 @@ class Studio:
             values["vision"] = self.vision.check(values["vision"], "vision")
         return self.preferences.update(principal, values, server_wide)
 
+    def with_preferences(self, principal: Principal, request: GenerationRequest, given: set[str]) -> GenerationRequest:
+        """``request`` with the caller's preferred model and clip skip where it did not set them
+        (``given``: the fields the caller sent)."""
+        preferences = self.preferences.of(principal)
+        defaults = {"model": preferences.model, "clip_skip": preferences.clip_skip}
+        return request.model_copy(update={name: value for name, value in defaults.items() if name not in given})
+
     def configure_vision(self, principal: Principal, config: VisionConfig) -> None:
         """Point the server's vision backend somewhere else (the operator's alone: its key goes there)."""
         if not principal.operator:
@@ -169,7 +175,7 @@ class Studio:
 
     def counts(self, principal: Principal) -> dict[str, int]:
         """How many of the caller's jobs are in each state."""
-        return dict(Counter(job.state.value for job in self.store.jobs(owner=principal.id, limit=10_000)))
+        return self.store.counts(owner=principal.id)
 
     def cancel(self, principal: Principal, job_id: str) -> Job:
         self.job(principal, job_id)
