@@ -51,8 +51,8 @@ def _view(job: Job, request: Request) -> dict:
 
 @router.post("/jobs", status_code=202, summary="Queue a generation job; returns its id at once")
 def submit_job(body: JobRequest, request: Request, principal: Caller, studio: StudioDep) -> dict:
-    request = studio.with_preferences(principal, body.to_request(studio.policy), body.model_fields_set)
-    job = studio.submit(principal, request, origin="api")
+    generation = studio.with_preferences(principal, body.to_request(studio.policy), body.model_fields_set)
+    job = studio.submit(principal, generation, origin="api")
     return _view(studio.job(principal, job.id), request)
 
 

@@ -55,7 +55,7 @@ class VisionChoices:
         if config.backend == "remote" and not config.base_url:
             raise InvalidField("base_url", "a remote backend needs the endpoint's URL")
         if config.backend == "local" and config.model and config.model not in self.local.model_names():
-            raise InvalidField("model", f"unknown vision model {config.model!r}; available: "
+            raise InvalidField("model", f"vision model {config.model!r} not found; available: "
                                         f"{', '.join(self.local.model_names())}")
         with self._lock:
             self.config, self._remote = config, None
@@ -66,7 +66,7 @@ class VisionChoices:
             return self.default
         if name in self.names():
             return name
-        raise InvalidField(field, f"unknown vision model {name!r}; available: {', '.join(self.names())}")
+        raise InvalidField(field, f"vision model {name!r} not found; available: {', '.join(self.names())}")
 
     def backend(self, name: str | None = None) -> VisionBackend:
         """The backend called ``name`` (None: the server's default), loaded or opened on first use."""
