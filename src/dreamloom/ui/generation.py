@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from dreamloom.generate.lora_syntax import LoraWeight
 from dreamloom.generate.request import GenerationRequest
 from dreamloom.generate.samplers import SAMPLERS
+from dreamloom.images import decode_image
 from dreamloom.jobs.generation import KIND as GENERATE
 from dreamloom.jobs.model import Job, JobState
 from dreamloom.service.errors import InvalidField, NotFound, ServiceError
@@ -176,12 +177,7 @@ def build_job_view(prefix: str) -> tuple[gr.Button, gr.Button, JobView]:
 def output_images(studio: Studio, principal: Principal, job: Job) -> list[Image.Image]:
     """The job's images, read through the service (the page serves no job folder by path), with
     their infotexts: Gradio keeps a PNG's text chunks when it caches the image."""
-    images = []
-    for path in studio.outputs(principal, job):
-        with Image.open(path) as image:
-            image.load()
-            images.append(image.copy())
-    return images
+    return [decode_image(path.read_bytes(), path.name) for path in studio.outputs(principal, job)]
 
 
 async def follow(studio: Studio, principal: Principal, view: JobView, job_id: str) -> AsyncIterator[dict]:

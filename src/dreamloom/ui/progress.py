@@ -4,10 +4,10 @@ state and id as data attributes (what a person reads, and what the browser tests
 from __future__ import annotations
 
 import html
-import io
 
 from PIL import Image
 
+from dreamloom.images import decode_image
 from dreamloom.jobs.model import Job, JobState
 
 CSS = """
@@ -43,7 +43,4 @@ def progress_html(job: Job | None, unit: str = "Step") -> str:
 
 
 def preview_image(data: bytes | None) -> Image.Image | None:
-    if not data:
-        return None
-    with Image.open(io.BytesIO(data)) as image:
-        return image.copy()
+    return decode_image(data, "the preview") if data else None

@@ -7,11 +7,13 @@ from __future__ import annotations
 import typing
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 from pydantic import ValidationError
 
+from dreamloom.images import decode_image
 from dreamloom.jobs.model import JobState
 from dreamloom.jobs.training import KIND as TRAIN
 from dreamloom.service.errors import ServiceError
@@ -114,12 +116,8 @@ def _images(studio: Studio, files: list | None) -> list[Image.Image]:
     return images
 
 
-def _open(path) -> Image.Image | None:
-    if path is None:
-        return None
-    with Image.open(path) as image:
-        image.load()
-        return image.copy()
+def _open(path: Path | None) -> Image.Image | None:
+    return decode_image(path.read_bytes(), path.name) if path is not None else None
 
 
 def wire_training(studio: Studio, form: TrainForm, view: TrainView, start: gr.Button, cancel: gr.Button):
