@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 
 import pytest
+from pydantic import ValidationError
 
+from dreamloom.service.config import ServiceConfig
 from dreamloom.service.errors import Forbidden, InvalidField, Unauthenticated
 from dreamloom.service.preferences import PreferenceBook, Preferences
 from dreamloom.service.principals import LOCAL, Authenticator, Principal, key_id
@@ -52,6 +54,9 @@ def test_user_names_and_operators_are_checked_at_start():
     with pytest.raises(ValueError, match="operators"):
         Authenticator({"ann": "pw"}, operators=["bob"])
     assert Authenticator().anonymous() == LOCAL and LOCAL.operator
+    with pytest.raises(ValidationError, match="neither users nor API key ids"):  # before any server starts
+        ServiceConfig(users={"ann": "pw"}, operators=["bob"])
+    assert ServiceConfig(api_keys=["k"], operators=[key_id("k")]).authenticator().key("k").operator
 
 
 def test_preferences_are_the_servers_for_the_operator_and_ones_own_for_anyone_else():

@@ -128,6 +128,9 @@ def _parse_users(auth: list[str]) -> dict[str, str]:
                         help="Require `Authorization: Bearer KEY`; repeat for several keys."),
     "users": Renamed("--auth", list[str] | None, metavar="USER:PASS[,USER:PASS]",
                      help="Require HTTP basic auth (AUTOMATIC1111's --api-auth).", convert=_parse_users),
+    "operators": Renamed("--operator", list[str] | None, metavar="USER",
+                         help="A user (or an API key's id, key:<sha256 prefix>) who may change server-wide "
+                              "settings; repeat for several. Without credentials the one local user is the operator."),
 })
 def serve(values: dict, settings: dict) -> None:
     """Serve the web UI (/), the AUTOMATIC1111 API (/sdapi/v1), the OpenAI API (/v1) and the job API (/api/v1)."""

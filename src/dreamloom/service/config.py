@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from dreamloom.service.principals import Authenticator
 
 
 class ServerLimits(BaseModel):
@@ -43,3 +45,12 @@ class ServiceConfig(BaseModel):
     @property
     def auth_required(self) -> bool:
         return bool(self.api_keys or self.users)
+
+    @model_validator(mode="after")
+    def _principals_are_well_formed(self) -> ServiceConfig:
+        """User names and operators are checked when the config is made, before a server starts."""
+        self.authenticator()
+        return self
+
+    def authenticator(self) -> Authenticator:
+        return Authenticator(self.users, self.api_keys, self.operators)

@@ -70,7 +70,7 @@ class Studio:
         # a request asking for enhancement (from any front end) is rewritten by the server's vision backend
         engine.hooks.add(Stage.prepare_request, enhancement(lambda prompt: vision.backend().enhance(prompt)))
         return cls(config, settings, engine, store, worker,
-                   Authenticator(config.users, config.api_keys, config.operators), policy, PreferenceBook(server),
+                   config.authenticator(), policy, PreferenceBook(server),
                    vision)
 
     def start(self) -> list[str]:
