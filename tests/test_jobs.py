@@ -124,6 +124,25 @@ def test_img2img_runs_alone_with_its_stored_init_image(engine, store):
     assert load_request(done, store).init_image.getpixel((0, 0)) == (250, 0, 0)
 
 
+def test_a_jobs_outputs_go_through_the_engines_save_hooks(engine, store):
+    from dreamloom.generate.engine import Engine
+    from dreamloom.generate.hooks import Stage
+    from dreamloom.generate.infotext import parse_infotext
+    from dreamloom.images import decode_image
+
+    local = Engine(engine.settings, engine.models)
+    seen = []
+    local.hooks.add(Stage.save, lambda infotext, path: (seen.append(path.name), f"{infotext}, Saved as: {path.name}")[1])
+    job = submit_generation(store, GenerationRequest(prompt="a star", model="random-sd", steps=2, seed=7, batch_size=2))
+    Worker(store, {"generate": GenerationRunner(local, store).run}).run_next()
+    done = store.get(job.id)
+    assert done.state == JobState.done, done.error
+    assert seen == done.result["files"] == ["00000-7.png", "00001-8.png"]
+    for name in seen:
+        stored = decode_image(store.blobs.get_output(job.id, name)).info["parameters"]
+        assert parse_infotext(stored)["Saved as"] == name
+
+
 def test_heartbeats_keep_a_long_silent_handler_alive(tmp_path):
     """A handler that reports no step for three leases (a model load) keeps its job."""
     store = open_store(tmp_path, lease_seconds=0.6)

@@ -19,7 +19,7 @@ import pytest
 from conftest import live_server
 from PIL import Image
 
-from dreamloom.generate.infotext import read_infotext, save_with_infotext
+from dreamloom.generate.infotext import png_bytes, read_infotext
 from dreamloom.shapeworld import parse_prompt, render, sample_scenes
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -188,7 +188,7 @@ def test_gallery_click_and_a_dropped_png_restore_the_form(page, ui_url, tmp_path
     a1111 = ("a large purple triangle on a white background\nNegative prompt: blurry\n"
              "Steps: 12, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6, Seed: 777, Size: 64x64, "
              "Model hash: 0123456789, Model: dreamloom-tiny-sd, Version: v1.10.1")
-    save_with_infotext(Image.new("RGB", (64, 64)), tmp_path / "from-a1111.png", a1111)
+    (tmp_path / "from-a1111.png").write_bytes(png_bytes(Image.new("RGB", (64, 64)), a1111))
     open_tab(page, "Gallery & history")
     page.set_input_files("#png-drop input[type=file]", str(tmp_path / "from-a1111.png"))
     page.wait_for_function("document.querySelector('#txt2img-seed input').value === '777'")

@@ -16,7 +16,7 @@ from dreamloom.config import Settings
 from dreamloom.generate.batched import BatchMember, batch_key
 from dreamloom.generate.enhance import check_enhanced
 from dreamloom.generate.hooks import Stage, StageHooks
-from dreamloom.generate.infotext import save_with_infotext
+from dreamloom.generate.infotext import png_bytes
 from dreamloom.generate.lora_syntax import lora_weights
 from dreamloom.generate.modes import mode_of
 from dreamloom.generate.progress import GenerationCancelled, ProgressFn
@@ -90,18 +90,28 @@ class Engine:
             # 3.-6. encode, condition, denoise, decode, post-process
             return run_members(loaded.pipeline, members, self.hooks, loaded.hash, lora_hashes, preview_every)
 
+    def encode(self, result: GenerationResult, paths: list[Path]) -> list[bytes]:
+        """Every image as PNG bytes carrying its infotext, after the ``save`` hooks (each sees the
+        path its image goes to: a file, or a job's output name). Whoever stores the images, the
+        command line in a folder or a job in its store, goes through here."""
+        return [
+            png_bytes(image, self.hooks.chain(Stage.save, "infotext", request=result.request, image=image, seed=seed,
+                                              infotext=text, path=path))
+            for image, seed, text, path in zip(result.images, result.seeds, result.infotexts, paths)
+        ]
+
     def save(self, result: GenerationResult, folder: Path | None = None) -> list[Path]:
         """Write every image as PNG with its infotext (through the ``save`` hooks); names never
         overwrite older files."""
         folder = Path(folder or self.settings.outputs_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        start = len(list(folder.glob("*.png")))
+        index = len(list(folder.glob("*.png")))
         paths = []
-        for offset, (image, seed, text) in enumerate(zip(result.images, result.seeds, result.infotexts)):
-            index = start + offset
+        for seed in result.seeds:
             while (path := folder / f"{index:05d}-{seed}.png").exists():
                 index += 1
-            text = self.hooks.chain(Stage.save, "infotext", request=result.request, image=image, seed=seed,
-                                    infotext=text, path=path)
-            paths.append(save_with_infotext(image, path, text))
+            paths.append(path)
+            index += 1
+        for path, data in zip(paths, self.encode(result, paths)):
+            path.write_bytes(data)
         return paths

@@ -8,6 +8,7 @@ field are appended), with their hashes in ``Lora hashes: "name: hash, ..."``.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -99,11 +100,16 @@ def request_from_infotext(text: str) -> GenerationRequest:
     return GenerationRequest(**values)
 
 
-def save_with_infotext(image: Image.Image, path: Path, infotext: str) -> Path:
-    info = PngInfo()
-    info.add_text("parameters", infotext)
-    image.save(path, pnginfo=info)
-    return path
+def png_bytes(image: Image.Image, infotext: str | None = None) -> bytes:
+    """``image`` as PNG, carrying ``infotext`` in its ``parameters`` chunk as AUTOMATIC1111's files do."""
+    info = None
+    if infotext is not None:
+        info = PngInfo()
+        info.add_text("parameters", infotext)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
 
 
 def read_infotext(path: Path) -> str:

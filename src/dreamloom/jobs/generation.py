@@ -3,14 +3,13 @@ running claimed jobs through the engine together, each image what its job alone 
 
 from __future__ import annotations
 
-import io
 import json
+from pathlib import Path
 
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from dreamloom.generate.batched import BatchMember, batch_key
 from dreamloom.generate.engine import Engine
+from dreamloom.generate.infotext import png_bytes
 from dreamloom.generate.progress import GenerationCancelled, StepProgress
 from dreamloom.generate.request import GenerationRequest, GenerationResult
 from dreamloom.generate.seeds import resolve_seed
@@ -39,17 +38,6 @@ def load_request(job: Job, store: JobStore) -> GenerationRequest:
     data = {k: v for k, v in job.request.items() if k != "origin"}
     inputs = {name: store.blobs.load_input(job.id, name) for name in _INPUTS}
     return GenerationRequest.model_validate({**data, **{k: v for k, v in inputs.items() if v is not None}})
-
-
-def _png(image: Image.Image, infotext: str | None = None) -> bytes:
-    """PNG bytes; an output carries its infotext, as AUTOMATIC1111's files do."""
-    info = None
-    if infotext is not None:
-        info = PngInfo()
-        info.add_text("parameters", infotext)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
 
 
 class GenerationRunner:
@@ -91,16 +79,15 @@ class GenerationRunner:
 
     def _member(self, claim: Claim) -> BatchMember:
         def progress(step: StepProgress) -> None:
-            preview = _png(step.preview[0]) if step.preview else None
+            preview = png_bytes(step.preview[0]) if step.preview else None
             claim.progress(step.batch * step.total + step.step, step.total * step.batches, preview)
 
         return BatchMember(load_request(claim.job, self.store), progress=progress, cancel=claim.cancel,
                            interrupt=claim.interrupt, skip=claim.skip)
 
     def _save(self, job: Job, result: GenerationResult) -> dict:
-        names = []
-        for index, (image, seed, infotext) in enumerate(zip(result.images, result.seeds, result.infotexts)):
-            names.append(f"{index:05d}-{seed}.png")
-            self.store.blobs.put_output(job.id, names[-1], _png(image, infotext))
+        names = [f"{index:05d}-{seed}.png" for index, seed in enumerate(result.seeds)]
+        for name, data in zip(names, self.engine.encode(result, [Path(name) for name in names])):
+            self.store.blobs.put_output(job.id, name, data)
         return {"files": names, "seeds": result.seeds, "infotexts": result.infotexts,
                 "interrupted": bool(result.extra.get("interrupted"))}
