@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from dreamloom.generate.lora_syntax import lora_weights
 from dreamloom.generate.progress import ProgressFn
 from dreamloom.generate.request import GenerationRequest
-from dreamloom.generate.samplers import get_sampler
 
 
 @dataclass
@@ -38,11 +37,9 @@ def batch_key(request: GenerationRequest) -> tuple | None:
 
     The key holds what one pipeline call shares: model, size (an unset one is the model's
     native size either way), sampler, steps, CFG scale and the LoRAs with their weights (set
-    on the shared modules). img2img and inpaint run alone, as does DPM++ SDE, whose
-    Brownian-tree noise is drawn for the whole batch."""
+    on the shared modules). img2img and inpaint run alone. (DPM++ SDE batches too: each image
+    has a Brownian tree of its own, seeded by the image's seed; see ``rounds.run_round``.)"""
     if request.init_image is not None:  # img2img, or inpaint: a mask needs an init image
-        return None
-    if get_sampler(request.sampler).scheduler_name == "DPMSolverSDEScheduler":
         return None
     loras = tuple(sorted(lora_weights(request.prompt, request.loras).items()))
     return (request.model, request.width, request.height, request.sampler, request.steps, request.cfg_scale, loras)

@@ -70,6 +70,9 @@ def run_round(pipeline: DiffusionPipeline, group: list[MemberRun], round_: int, 
     if not parts:
         return
     request = parts[0].run.request
+    seeds = [s for p in parts for s in p.seeds]
+    if hasattr(pipeline.scheduler, "noise_sampler_seed"):  # DPM++ SDE: one Brownian tree per image, from its seed
+        pipeline.scheduler.noise_sampler_seed = seeds
     embeddings = {
         key: torch.cat([p.run.embeddings[key] for p in parts for _ in p.seeds]) for key in parts[0].run.embeddings
     }
@@ -80,7 +83,7 @@ def run_round(pipeline: DiffusionPipeline, group: list[MemberRun], round_: int, 
             num_images_per_prompt=1,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
-            generator=generators([s for p in parts for s in p.seeds]),
+            generator=generators(seeds),
             output_type="latent",
             callback_on_step_end=_step_callback(parts, round_, preview_every),
         )
