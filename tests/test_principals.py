@@ -34,6 +34,16 @@ def test_each_credential_is_one_principal(auth):
             auth.header(bad)
 
 
+def test_credentials_in_any_unicode_are_compared_not_crashed_on():
+    auth = Authenticator({"zoë": "pässwörd"}, ["clé-🔑"], operators=["zoë"])
+    assert auth.header(basic("zoë", "pässwörd")).operator
+    assert auth.header("Bearer clé-🔑") == Principal(key_id("clé-🔑"))
+    for wrong in (basic("zoë", "passwörd"), "Bearer clé-🗝", "Bearer \ud800"):
+        with pytest.raises(Unauthenticated):
+            auth.header(wrong)
+    assert auth.login("zoë", "pässwörd") == Principal("zoë", operator=True)
+
+
 def test_a_page_login_with_a_key_is_the_keys_principal_whatever_the_name(auth):
     for name in ("ann", "op", " ", "", "key:whatever"):
         assert auth.login(name.strip(), "k-1") == Principal(key_id("k-1"))

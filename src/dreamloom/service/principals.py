@@ -35,6 +35,12 @@ class Principal:
 LOCAL = Principal(LOCAL_ID, operator=True)
 
 
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of two secrets, any Unicode in them (``compare_digest`` takes only
+    ASCII ``str``, so both are compared as UTF-8 bytes)."""
+    return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
 def key_id(key: str) -> str:
     """An API key's principal id: a prefix of its SHA-256, so logs and job records never hold the key."""
     return KEY_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -77,13 +83,13 @@ class Authenticator:
 
     def key(self, key: str) -> Principal:
         key = key.strip()
-        if key and any(secrets.compare_digest(key, known) for known in self.api_keys):
+        if key and any(_same(key, known) for known in self.api_keys):
             return self._principal(key_id(key))
         raise Unauthenticated("invalid API key")
 
     def password(self, user: str, password: str) -> Principal:
         expected = self.users.get(user)
-        if expected is not None and secrets.compare_digest(password, expected):
+        if expected is not None and _same(password, expected):
             return self._principal(user)
         raise Unauthenticated("invalid user or password")
 
