@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dreamloom.generate.lora_syntax import LoraWeight, split_lora_tags
 from dreamloom.generate.samplers import DEFAULT_SAMPLER, SAMPLERS
+from dreamloom.text import Text
 
 DEFAULT_MODEL = "dreamloom-tiny-sd"
 
@@ -21,9 +22,9 @@ class GenerationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    prompt: str = Field(..., description="What to draw; AUTOMATIC1111 attention syntax such as (word:1.3) works, "
+    prompt: Text = Field(..., description="What to draw; AUTOMATIC1111 attention syntax such as (word:1.3) works, "
                                          "and <lora:name:weight> applies a LoRA.")
-    negative_prompt: str = Field("", description="What to steer away from.")
+    negative_prompt: Text = Field("", description="What to steer away from.")
     model: str = Field(DEFAULT_MODEL, description="Model name from the registry (see `dreamloom models`).")
     sampler: str = Field(DEFAULT_SAMPLER, description="Sampler, by its AUTOMATIC1111 name.")
     steps: int = Field(20, ge=1, le=150, description="Denoising steps.")

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dreamloom.generate.request import DEFAULT_MODEL
+from dreamloom.text import Text
 from dreamloom.train.dreambooth.config import DreamBoothConfig, LoraConfig, ValidationConfig
 
 #: Learning rates that work for each method on the embedded model (the striped-star recipe).
@@ -29,9 +30,9 @@ class TrainingRequest(BaseModel):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][\w.-]{0,63}$",
                       description="Name of the LoRA or model the run writes (letters, digits, '.', '_', '-').")
     base_model: str = Field(DEFAULT_MODEL, description="Model to personalize.")
-    instance_prompt: str = Field(..., min_length=1, max_length=200,
+    instance_prompt: Text = Field(..., min_length=1, max_length=200,
                                  description='Unique token + class noun, e.g. "a sks star".')
-    class_prompt: str = Field("", max_length=200, description='The class alone, e.g. "a star" (for prior preservation).')
+    class_prompt: Text = Field("", max_length=200, description='The class alone, e.g. "a star" (for prior preservation).')
     method: Literal["lora", "full"] = Field("lora", description="lora: small adapter files; full: fine-tune all UNet weights.")
     steps: int = Field(400, ge=1, le=5000, description="Optimizer steps.")
     learning_rate: float | None = Field(None, gt=0, le=1e-2,
@@ -40,7 +41,7 @@ class TrainingRequest(BaseModel):
     num_class_images: int = Field(50, ge=1, le=1000, description="Class images (generated with the base model if missing).")
     rank: int = Field(8, ge=1, le=128, description="LoRA rank.")
     train_text_encoder: bool = Field(True, description="Also train the text encoder (its adapters with LoRA).")
-    validation_prompt: str = Field("", max_length=200,
+    validation_prompt: Text = Field("", max_length=200,
                                    description="Drawn into sample grids during the run; default: the instance prompt.")
     seed: int = Field(0, ge=0, le=2**32 - 1)
 

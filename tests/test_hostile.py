@@ -1,0 +1,51 @@
+"""Hostile input on a real server: whatever a client sends, it gets a 4xx naming the field, never
+a 500, and the server goes on serving the next request. (More of these belong here as the
+request policy tightens; the trust boundaries are in test_trust.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+from conftest import live_server
+
+from dreamloom.generate.request import GenerationRequest
+from dreamloom.text import valid_unicode
+
+NAN_BODY = '{"prompt": "a red star", "cfg_scale": NaN}'
+SURROGATE = '{"prompt": "a \\ud800 star"}'
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory, models_dir) -> Iterator[str]:
+    with live_server(tmp_path_factory.mktemp("hostile"), models_dir, ui=False) as base:
+        yield base
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/api/v1/jobs", NAN_BODY, "cfg_scale"),
+    ("/api/v1/jobs", '{"prompt": "x", "steps": Infinity}', "steps"),
+    ("/api/v1/jobs", SURROGATE, "prompt"),
+    ("/api/v1/jobs", '{"prompt": "x", "negative_prompt": "\\udfff"}', "negative_prompt"),
+    ("/api/v1/jobs", '{"prompt": "x", "model": "\\ud800"}', "model"),
+    ("/sdapi/v1/txt2img", '{"prompt": "x", "cfg_scale": NaN}', "cfg_scale"),
+    ("/sdapi/v1/txt2img", SURROGATE, "prompt"),
+    ("/api/v1/train", '{"name": "x", "instance_prompt": "a \\ud800", "images": ["AAAA"]}', "instance_prompt"),
+])
+def test_non_finite_numbers_and_invalid_unicode_are_a_422_naming_the_field(url, path, body, field):
+    answer = requests.post(url + path, data=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422, (answer.status_code, answer.text[:300])
+    assert field in [part for problem in answer.json()["detail"] for part in problem["loc"]], answer.text[:300]
+    assert requests.get(url + "/api/v1/jobs").status_code == 200  # nothing stored that breaks a listing
+
+
+def test_the_server_serves_the_next_request(url):
+    job = requests.post(url + "/api/v1/jobs", json={"prompt": "a red star", "steps": 1, "model": "random-sd"})
+    assert job.status_code == 202, job.text
+
+
+def test_valid_unicode_is_kept_and_a_lone_surrogate_named():
+    assert GenerationRequest(prompt="zoë draws a ★ 🌟").prompt == "zoë draws a ★ 🌟"
+    with pytest.raises(ValueError, match="character 2 is a lone surrogate"):
+        valid_unicode("a \ud800 b")
