@@ -40,6 +40,14 @@ def test_non_finite_numbers_and_invalid_unicode_are_a_422_naming_the_field(url, 
     assert requests.get(url + "/api/v1/jobs").status_code == 200  # nothing stored that breaks a listing
 
 
+def test_a_clip_skip_deeper_than_the_text_encoder_is_refused_at_submission(url):
+    answer = requests.post(url + "/api/v1/jobs", json={"prompt": "x", "model": "random-sd", "clip_skip": 3})
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", "clip_skip"], answer.text
+    assert "2 layers" in answer.text
+    assert requests.post(url + "/api/v1/jobs", json={"prompt": "x", "model": "random-sd", "clip_skip": 2,
+                                                     "steps": 1}).status_code == 202
+
+
 def test_the_server_serves_the_next_request(url):
     job = requests.post(url + "/api/v1/jobs", json={"prompt": "a red star", "steps": 1, "model": "random-sd"})
     assert job.status_code == 202, job.text
@@ -49,3 +57,8 @@ def test_valid_unicode_is_kept_and_a_lone_surrogate_named():
     assert GenerationRequest(prompt="zoë draws a ★ 🌟").prompt == "zoë draws a ★ 🌟"
     with pytest.raises(ValueError, match="character 2 is a lone surrogate"):
         valid_unicode("a \ud800 b")
+
+
+def test_the_engine_names_a_clip_skip_too_deep_for_a_model_without_a_config(engine):
+    with pytest.raises(ValueError, match="clip_skip 3 is deeper than the text encoder \\(2 layers\\)"):
+        engine.generate(GenerationRequest(prompt="x", model="random-sd", steps=1, clip_skip=3))

@@ -44,6 +44,9 @@ def encode_prompt_pair(pipeline, prompt: str, negative_prompt: str, clip_skip: i
     results: dict[str, list[torch.Tensor]] = {"prompt": [], "negative": []}
     pooled: dict[str, torch.Tensor] = {}
     for encoder, tokenizer in zip(encoders, tokenizers):
+        if clip_skip > encoder.config.num_hidden_layers:
+            raise ValueError(f"clip_skip {clip_skip} is deeper than the text encoder "
+                             f"({encoder.config.num_hidden_layers} layers)")
         pos = list(weighted_token_windows(tokenizer, prompt))
         neg = list(weighted_token_windows(tokenizer, negative_prompt))
         _pad_windows(pos, neg, tokenizer)

@@ -38,6 +38,14 @@ class ModelEntry:
     def path(self) -> Path:
         return Path(self.location)
 
+    def text_encoder_layers(self) -> int | None:
+        """How many layers a diffusers folder's (first) text encoder has, read from its config: the
+        deepest clip skip it allows. None when the config does not say."""
+        try:
+            return int(json.loads((self.path / "text_encoder" / "config.json").read_text())["num_hidden_layers"])
+        except (OSError, KeyError, TypeError, ValueError):
+            return None
+
     def native_size(self) -> int | None:
         """A diffusers folder's trained resolution, read from its configs without loading weights
         (UNet sample size times the VAE's downscale); None when the configs do not say."""

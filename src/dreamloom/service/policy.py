@@ -74,7 +74,11 @@ class RequestPolicy:
                 if image is not None and image.width * image.height > self.max_pixels:
                     raise InvalidField(name, f"{image.width}x{image.height} is over this server's limit of "
                                              f"{self.max_pixels} pixels")
-        self.model(request.model, trust)
+        entry = self.model(request.model, trust)
+        layers = entry.text_encoder_layers()
+        if layers is not None and request.clip_skip > layers:
+            raise InvalidField("clip_skip", f"{request.clip_skip} is deeper than {entry.name}'s text encoder "
+                                            f"({layers} layers); the most it allows is {layers}")
         for name in lora_weights(request.prompt, request.loras):
             self.lora(name, trust)
         return request
