@@ -62,3 +62,16 @@ def test_valid_unicode_is_kept_and_a_lone_surrogate_named():
 def test_the_engine_names_a_clip_skip_too_deep_for_a_model_without_a_config(engine):
     with pytest.raises(ValueError, match="clip_skip 3 is deeper than the text encoder \\(2 layers\\)"):
         engine.generate(GenerationRequest(prompt="x", model="random-sd", steps=1, clip_skip=3))
+
+
+@pytest.mark.parametrize("steps, strength", [(1, 0.75), (1, 0.0), (20, 0.0), (20, 0.01), (49, 1 / 49)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_img2img_below_one_step_runs_one_step(engine, steps, strength, masked):
+    from PIL import Image
+
+    image = Image.new("RGB", (64, 64), (200, 40, 40))
+    mask = Image.new("L", (64, 64), 255) if masked else None
+    seen = []
+    result = engine.generate(GenerationRequest(prompt="x", model="random-sd", steps=steps, denoising_strength=strength,
+                                               init_image=image, mask=mask), progress=seen.append)
+    assert len(result.images) == 1 and seen and seen[-1].total >= 1

@@ -21,7 +21,13 @@ def prepare_init_image(request: GenerationRequest) -> tuple[Image.Image, int, in
     return image, width, height
 
 
+def strength(request: GenerationRequest) -> float:
+    """The strength a pipeline is given: the request's, but at least one step's worth. diffusers
+    runs ``int(steps * strength)`` steps and fails on none; AUTOMATIC1111 runs at least one."""
+    return min(1.0, max(request.denoising_strength, 1.0 / request.steps + 1e-9))
+
+
 def img2img(base: DiffusionPipeline, request: GenerationRequest) -> ModeSetup:
     """Noise the init image (at the output size) to the strength's timestep and denoise from there."""
     image, width, height = prepare_init_image(request)
-    return ModeSetup(AutoPipelineForImage2Image, width, height, {"image": image, "strength": request.denoising_strength})
+    return ModeSetup(AutoPipelineForImage2Image, width, height, {"image": image, "strength": strength(request)})

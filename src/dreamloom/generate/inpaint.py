@@ -17,7 +17,7 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, Dif
 from PIL import Image, ImageFilter
 
 from dreamloom.generate.hooks import Stage, StageHooks
-from dreamloom.generate.img2img import prepare_init_image
+from dreamloom.generate.img2img import prepare_init_image, strength
 from dreamloom.generate.modes import ModeSetup
 from dreamloom.generate.request import GenerationRequest
 from dreamloom.generate.seeds import generators
@@ -85,12 +85,12 @@ def inpaint(base: DiffusionPipeline, request: GenerationRequest) -> ModeSetup:
     hooks = StageHooks()
     # 2. an inpainting pipeline for inpainting UNets, img2img with a latent blend otherwise
     if is_inpainting_unet(base):
-        arguments = {"image": image, "mask_image": binary, "strength": request.denoising_strength,
+        arguments = {"image": image, "mask_image": binary, "strength": strength(request),
                      "width": width, "height": height}
         setup = ModeSetup(AutoPipelineForInpainting, width, height, arguments, hooks)
     else:
         hooks.add(Stage.on_step, LatentBlend(image, binary).on_step)
-        setup = ModeSetup(AutoPipelineForImage2Image, width, height, {"image": image, "strength": request.denoising_strength}, hooks)
+        setup = ModeSetup(AutoPipelineForImage2Image, width, height, {"image": image, "strength": strength(request)}, hooks)
     # 3. after decode, paste over the original through the blurred mask
     hooks.add(Stage.post_process, paste_back(image, soft))
     return setup
