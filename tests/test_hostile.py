@@ -75,3 +75,30 @@ def test_img2img_below_one_step_runs_one_step(engine, steps, strength, masked):
     result = engine.generate(GenerationRequest(prompt="x", model="random-sd", steps=steps, denoising_strength=strength,
                                                init_image=image, mask=mask), progress=seen.append)
     assert len(result.images) == 1 and seen and seen[-1].total >= 1
+
+
+def _encoded(image, fmt: str) -> str:
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize("mode, fmt", [("CMYK", "JPEG"), ("F", "TIFF"), ("I;16", "TIFF"), ("P", "PNG"),
+                                       ("LA", "PNG"), ("1", "PNG")])
+def test_any_image_mode_pil_reads_is_converted_not_a_500(url, mode, fmt):
+    import time
+
+    from PIL import Image
+
+    init = _encoded(Image.new(mode, (64, 64)), fmt)
+    body = {"prompt": "x", "model": "random-sd", "steps": 1, "init_image": init, "mask": init}
+    job = requests.post(url + "/api/v1/jobs", json=body)
+    assert job.status_code == 202, job.text[:300]
+    deadline = time.monotonic() + 60
+    while (state := requests.get(f"{url}/api/v1/jobs/{job.json()['id']}").json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert state["state"] == "done", state["error"]

@@ -39,8 +39,8 @@ def check_size(image: Image.Image, what: str = "the image", max_pixels: int = MA
 
 def decode_image(raw: bytes, what: str = "the image", max_pixels: int = MAX_PIXELS) -> Image.Image:
     """The image encoded in ``raw`` (any format PIL reads), its size checked before its pixels
-    are decoded; a ValueError naming ``what`` otherwise. The PNG text chunks (an infotext)
-    stay in ``image.info``."""
+    are decoded, in RGB, RGBA or L; a ValueError naming ``what`` otherwise. The PNG text chunks
+    (an infotext) stay in ``image.info``."""
     try:
         image = Image.open(io.BytesIO(raw))
     except UnidentifiedImageError:
@@ -54,9 +54,19 @@ def decode_image(raw: bytes, what: str = "the image", max_pixels: int = MAX_PIXE
         check_size(image, what, max_pixels)
         try:
             image.load()
+            return _normalized(image)
         except (OSError, SyntaxError, ValueError) as error:
             raise ValueError(f"{what} is not a readable image ({type(error).__name__}: {error})") from None
+
+
+def _normalized(image: Image.Image) -> Image.Image:
+    """``image`` in a mode every consumer handles: RGB, RGBA (when it has transparency) or L (a
+    mask); CMYK JPEGs, float or 16-bit TIFFs, palettes are converted, keeping ``info``."""
+    if image.mode in ("RGB", "RGBA", "L"):
         return image.copy()
+    if "A" in image.getbands() or "transparency" in image.info:
+        return image.convert("RGBA")
+    return image.convert("RGB")
 
 
 def decode_base64_image(data: str, what: str = "the image", max_pixels: int = MAX_PIXELS) -> Image.Image:
