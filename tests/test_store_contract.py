@@ -64,6 +64,18 @@ def test_a_full_queue_refuses_and_keeps_nothing(store):
     assert store.counts() == {"queued": 2}
 
 
+def test_one_owner_cannot_fill_the_queue_for_everyone(store):
+    for _ in range(2):
+        store.submit("generate", {}, owner="ann", max_queued=10, max_owner_queued=2)
+    with pytest.raises(QueueFull, match="you have 2 jobs"):
+        store.submit("generate", {}, owner="ann", max_queued=10, max_owner_queued=2)
+    store.submit("generate", {}, owner="bob", max_queued=10, max_owner_queued=2)  # others still get in
+    store.claim("w", 1)
+    with pytest.raises(QueueFull):  # running jobs count too
+        store.submit("generate", {}, owner="ann", max_queued=10, max_owner_queued=2)
+    assert store.counts(owner="ann") == {"running": 1, "queued": 1}
+
+
 def test_claim_takes_oldest_and_groups_a_batch_key_within_max_images(store):
     a = store.submit("generate", {"n": 0}, batch_key="k1", images=2)
     b = store.submit("generate", {"n": 1}, batch_key="k2", images=1)

@@ -188,3 +188,16 @@ def test_an_api_key_is_its_own_principal(url):
     job = requests.post(f"{url}/api/v1/jobs", json=QUICK, headers=BOB).json()
     assert requests.get(f"{url}/api/v1/jobs/{job['id']}", headers=EVE).status_code == 404
     assert requests.get(f"{url}/api/v1/jobs/{job['id']}", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_one_principal_cannot_fill_the_queue_for_everyone(tmp_path, models_dir):
+    with live_server(tmp_path, models_dir, api_keys=["k-bob", "k-eve"], ui=False,
+                     limits={"max_queue_per_principal": 2}) as base:
+        slow = {**QUICK, "steps": 150, "n_iter": 4}
+        jobs = [requests.post(f"{base}/api/v1/jobs", json=slow, headers=BOB) for _ in range(2)]
+        assert [job.status_code for job in jobs] == [202, 202]
+        refused = requests.post(f"{base}/api/v1/jobs", json=slow, headers=BOB)
+        assert refused.status_code == 429 and "limit per user" in refused.text
+        assert requests.post(f"{base}/api/v1/jobs", json=QUICK, headers=EVE).status_code == 202
+        for job in jobs:
+            requests.delete(f"{base}/api/v1/jobs/{job.json()['id']}", headers=BOB)

@@ -22,7 +22,7 @@ _INPUTS = ("init_image", "mask")
 
 
 def submit_generation(store: JobStore, request: GenerationRequest, owner: str = "", max_queued: int | None = None,
-                      origin: str = "api") -> Job:
+                      origin: str = "api", max_owner_queued: int | None = None) -> Job:
     """Queue ``request`` as a job, its init image and mask stored with it. A random seed (-1)
     is drawn now and stored, so a job that restarts after a crash draws the same images.
     ``origin`` records which API submitted it."""
@@ -31,7 +31,8 @@ def submit_generation(store: JobStore, request: GenerationRequest, owner: str = 
     key = batch_key(request)
     data = {**request.model_dump(mode="json"), "origin": origin}
     return store.submit(KIND, data, owner=owner, batch_key=None if key is None else json.dumps(key, default=str),
-                        images=request.batch_size, max_queued=max_queued, inputs=inputs)
+                        images=request.batch_size, max_queued=max_queued, inputs=inputs,
+                        max_owner_queued=max_owner_queued)
 
 
 def load_request(job: Job, store: JobStore) -> GenerationRequest:

@@ -116,13 +116,14 @@ class SQLiteJobStore(JobStore):
             self._notifier.publish(job_id)
 
     def submit(self, kind: str, request: dict, owner: str = "", batch_key: str | None = None, images: int = 1,
-               max_queued: int | None = None, inputs: dict[str, Image.Image] | None = None) -> Job:
+               max_queued: int | None = None, inputs: dict[str, Image.Image] | None = None,
+               max_owner_queued: int | None = None) -> Job:
         job = Job(id=new_job_id(), kind=kind, request=request, owner=owner, batch_key=batch_key, images=images,
                   created=time.time())
         try:
             for name, image in (inputs or {}).items():
                 self.blobs.save_input(job.id, name, image)
-            self._insert(job, max_queued)
+            self._insert(job, max_queued, max_owner_queued)
         except BaseException:
             self.blobs.remove(job.id)
             raise
@@ -131,7 +132,7 @@ class SQLiteJobStore(JobStore):
         self._changed(job.id)
         return job
 
-    def _insert(self, job: Job, max_queued: int | None) -> None:
+    def _insert(self, job: Job, max_queued: int | None, max_owner_queued: int | None) -> None:
         with self._connect() as db:
             db.execute("PRAGMA synchronous=FULL")  # an accepted job survives a power cut too, not only a crash
             try:
@@ -141,6 +142,11 @@ class SQLiteJobStore(JobStore):
                         if waiting >= max_queued:
                             raise QueueFull(f"the queue is full ({waiting} jobs waiting or running; "
                                             f"limit {max_queued})")
+                    if max_owner_queued is not None:
+                        (mine,) = tx.execute(_UNFINISHED + " AND owner = ?", (job.owner,)).fetchone()
+                        if mine >= max_owner_queued:
+                            raise QueueFull(f"you have {mine} jobs waiting or running, this server's limit per "
+                                            f"user; wait for one to finish")
                     tx.execute(
                         "INSERT INTO jobs (id, kind, request, state, owner, batch_key, images, created) "
                         "VALUES (?,?,?,?,?,?,?,?)",

@@ -49,10 +49,11 @@ class JobStore(ABC):
 
     @abstractmethod
     def submit(self, kind: str, request: dict, owner: str = "", batch_key: str | None = None, images: int = 1,
-               max_queued: int | None = None, inputs: dict[str, Image.Image] | None = None) -> Job:
+               max_queued: int | None = None, inputs: dict[str, Image.Image] | None = None,
+               max_owner_queued: int | None = None) -> Job:
         """Store a new queued job, durably, with its input images, and wake a waiting worker.
         Raises ``QueueFull`` (keeping nothing) when ``max_queued`` unfinished jobs already wait
-        or run. ``images`` is the job's share of a batch; jobs with an equal ``batch_key`` may
+        or run, or ``max_owner_queued`` of ``owner``'s. ``images`` is the job's share of a batch; jobs with an equal ``batch_key`` may
         share a forward pass."""
 
     @abstractmethod

@@ -63,13 +63,14 @@ def check_training(settings: Settings, request: TrainingRequest, images: list[Im
 
 
 def submit_training(store: JobStore, settings: Settings, request: TrainingRequest, images: list[Image.Image],
-                    owner: str = "", max_queued: int | None = None, origin: str = "api") -> Job:
+                    owner: str = "", max_queued: int | None = None, origin: str = "api",
+                    max_owner_queued: int | None = None) -> Job:
     """Queue a DreamBooth run on ``images`` (stored with the job, so it survives a restart);
     ``origin`` records what submitted it."""
     check_training(settings, request, images)
     inputs = {f"instance-{i:02d}": image.convert("RGB") for i, image in enumerate(images)}
     return store.submit(KIND, {**request.model_dump(mode="json"), "origin": origin}, owner=owner,
-                        max_queued=max_queued, inputs=inputs)
+                        max_queued=max_queued, inputs=inputs, max_owner_queued=max_owner_queued)
 
 
 class _JobHooks(pl.Callback):

@@ -20,6 +20,8 @@ class ServerLimits(BaseModel):
     max_batch_size: int = Field(16, ge=1, description="Most images in one request's batch.")
     max_n_iter: int = Field(16, ge=1, description="Most batches one after another in one request.")
     max_queue: int = Field(256, ge=1, description="Most jobs queued or running at once; more gets 429.")
+    max_queue_per_principal: int = Field(64, ge=1, description="Most jobs one principal (a user, an API key) may "
+                                                              "have queued or running; more gets 429.")
     max_body_bytes: int = Field(50 * 2**20, ge=1024, description="Largest request body; more gets 413.")
     max_image_pixels: int = Field(16_777_216, ge=64, description="Most pixels of an image a request sends "
                                                                  "(width x height, before decoding); more gets 422.")

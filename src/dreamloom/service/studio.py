@@ -141,7 +141,8 @@ class Studio:
         """Queue ``request`` for ``principal`` once the policy accepts it."""
         self.policy.generation(request, trust)
         try:
-            return submit_generation(self.store, request, principal.id, self.config.limits.max_queue, origin)
+            return submit_generation(self.store, request, principal.id, self.config.limits.max_queue, origin,
+                                     self.config.limits.max_queue_per_principal)
         except QueueFull as error:
             raise Busy(str(error)) from None
 
@@ -154,7 +155,7 @@ class Studio:
                 raise InvalidField(("images", i), f"{image.width}x{image.height} is over this server's limit")
         try:
             return submit_training(self.store, self.settings, request, images, principal.id,
-                                   self.config.limits.max_queue, origin)
+                                   self.config.limits.max_queue, origin, self.config.limits.max_queue_per_principal)
         except QueueFull as error:
             raise Busy(str(error)) from None
         except TrainingRefused as error:
