@@ -102,3 +102,12 @@ def test_any_image_mode_pil_reads_is_converted_not_a_500(url, mode, fmt):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert state["state"] == "done", state["error"]
+
+
+def test_listings_and_errors_show_names_not_server_paths(url, models_dir):
+    models = requests.get(url + "/sdapi/v1/sd-models").json()
+    assert {m["filename"] for m in models} >= {"random-sd", "dreamloom-tiny-sd"}
+    unknown = requests.post(url + "/api/v1/jobs", json={"prompt": "x <lora:nope:1>"})
+    assert unknown.status_code == 422 and str(models_dir) not in unknown.text and "Lora/" in unknown.text
+    nope = requests.post(url + "/api/v1/jobs", json={"prompt": "x", "model": "nope"})
+    assert nope.status_code == 422 and str(models_dir) not in nope.text

@@ -135,6 +135,13 @@ class ModelRegistry:
         hint = " (model-hub ids need the operator's --allow-hub)" if hub_id else ""
         raise ValueError(f"model {name!r} not found{hint}; available: {available}")
 
+    def shown(self, entry: ModelEntry) -> str:
+        """Where ``entry`` lives as a client may see it: its path inside the models folder (or its
+        name, for an embedded model); the server's own paths are not the client's business."""
+        if self.models_dir and entry.path.is_relative_to(self.models_dir):
+            return entry.path.relative_to(self.models_dir).as_posix()
+        return entry.name
+
     def loras(self) -> list[ModelEntry]:
         """The LoRAs in the models folder's ``Lora/`` and ``loras/``, named by file or folder name."""
         folders = [self.models_dir / f for f in LORA_FOLDERS if self.models_dir and (self.models_dir / f).is_dir()]
@@ -153,5 +160,5 @@ class ModelRegistry:
                 raise ValueError(f"{name} is neither a LoRA weights file nor a folder holding {DIFFUSERS_LORA_FILE}")
             return entry
         available = ", ".join(e.name for e in entries) or "none"
-        where = " or ".join(f"{self.models_dir or 'models'}/{folder}" for folder in LORA_FOLDERS)
-        raise ValueError(f"LoRA {name!r} not found in {where}; available: {available}")
+        where = " or ".join(f"{folder}/" for folder in LORA_FOLDERS)
+        raise ValueError(f"LoRA {name!r} not found in the models folder's {where}; available: {available}")

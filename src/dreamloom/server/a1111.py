@@ -307,7 +307,7 @@ def set_options(body: dict[str, Any], principal: Caller, studio: StudioDep) -> N
 @router.get("/sd-models", summary="The models, as A1111 lists checkpoints")
 def sd_models(studio: StudioDep) -> list[dict]:
     return [{"title": _title(e), "model_name": _model_name(e), "hash": _cached_hash(e, e.path.stat().st_mtime_ns),
-             "sha256": None, "filename": e.location, "config": None}  # dreamloom keeps the short hash only
+             "sha256": None, "filename": studio.shown(e), "config": None}  # the short hash only
             for e in studio.models()]
 
 
@@ -351,7 +351,7 @@ def loras(studio: StudioDep) -> list[dict]:
     for entry in studio.loras():
         path = weights_file(entry)
         name = _model_name(entry)
-        found.append({"name": name, "alias": name, "path": str(path), "metadata": _lora_metadata(path)})
+        found.append({"name": name, "alias": name, "path": studio.shown(entry), "metadata": _lora_metadata(path)})
     return found
 
 

@@ -95,6 +95,10 @@ class Studio:
     def loras(self) -> list[ModelEntry]:
         return self.engine.models.registry.loras()
 
+    def shown(self, entry: ModelEntry) -> str:
+        """An entry's location inside the models folder, as listings show it."""
+        return self.engine.models.registry.shown(entry)
+
     def native_size(self, model: str) -> int | None:
         """A model's trained resolution from its configs (None when they do not say)."""
         try:

@@ -20,9 +20,9 @@ from dreamloom.vision.service import VisionConfig
 
 
 def model_rows(studio: Studio) -> list[list[str]]:
-    rows = [[e.name, e.format, "embedded" if e.embedded else e.location] for e in studio.models()]
-    rows += [[e.name, "lora", e.location] for e in studio.loras()]
-    rows += [[e.name, "vision", e.location] for e in studio.vision.local.models()]
+    rows = [[e.name, e.format, "embedded" if e.embedded else studio.shown(e)] for e in studio.models()]
+    rows += [[e.name, "lora", studio.shown(e)] for e in studio.loras()]
+    rows += [[e.name, "vision", "embedded" if e.embedded else e.name] for e in studio.vision.local.models()]
     return rows
 
 
