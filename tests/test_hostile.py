@@ -111,3 +111,22 @@ def test_listings_and_errors_show_names_not_server_paths(url, models_dir):
     assert unknown.status_code == 422 and str(models_dir) not in unknown.text and "Lora/" in unknown.text
     nope = requests.post(url + "/api/v1/jobs", json={"prompt": "x", "model": "nope"})
     assert nope.status_code == 422 and str(models_dir) not in nope.text
+
+
+def test_pickle_weights_are_not_listed_and_refused_at_submission(tmp_path, models_dir):
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(models_dir / "random-sd", models / "random-sd")
+    (models / "old.ckpt").write_bytes(b"never unpickled")
+    (models / "Lora").mkdir()
+    (models / "Lora" / "old-style.pt").write_bytes(b"never unpickled")
+    with live_server(tmp_path / "server", models, ui=False) as base:
+        listed = {m["model_name"] for m in requests.get(base + "/sdapi/v1/sd-models").json()}
+        assert "random-sd" in listed and "old" not in listed
+        assert "old.ckpt" not in {m["id"] for m in requests.get(base + "/v1/models").json()["data"]}
+        assert requests.get(base + "/sdapi/v1/loras").json() == []
+        for body, field in (({"model": "old.ckpt"}, "model"), ({"prompt": "x <lora:old-style:1>"}, "loras")):
+            answer = requests.post(base + "/api/v1/jobs", json={"prompt": "x", **body})
+            assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", field], answer.text
+            assert "--allow-pickle" in answer.text

@@ -38,6 +38,11 @@ class ModelEntry:
     def path(self) -> Path:
         return Path(self.location)
 
+    @property
+    def pickle(self) -> bool:
+        """Its weights are pickle (a .ckpt/.bin/.pt/.pth file), which can run code when loaded."""
+        return self.format == "pickle" or self.path.suffix in PICKLE_SUFFIXES
+
     def text_encoder_layers(self) -> int | None:
         """How many layers a diffusers folder's (first) text encoder has, read from its config: the
         deepest clip skip it allows. None when the config does not say."""

@@ -20,7 +20,7 @@ class LocalStudio:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.registry = ModelRegistry.of(settings)
-        self.policy = RequestPolicy(self.registry)
+        self.policy = RequestPolicy(self.registry, allow_pickle=settings.allow_pickle)
         self._engine = None
 
     def check(self, request: GenerationRequest) -> GenerationRequest:

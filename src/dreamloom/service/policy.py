@@ -32,8 +32,18 @@ _LIMITED = {"width": "max_width", "height": "max_height", "steps": "max_steps", 
 class RequestPolicy:
     """Checks requests against the registry and, for network requests, the operator's limits."""
 
-    def __init__(self, registry: ModelRegistry, limits: ServerLimits | None = None):
-        self.registry, self.limits = registry, limits
+    def __init__(self, registry: ModelRegistry, limits: ServerLimits | None = None, allow_pickle: bool = False):
+        self.registry, self.limits, self.allow_pickle = registry, limits, allow_pickle
+
+    def usable(self, entry: ModelEntry) -> bool:
+        """Whether ``entry`` may load here: pickle weights only where the operator allowed them."""
+        return self.allow_pickle or not entry.pickle
+
+    def _checked(self, entry: ModelEntry, field: str | Loc) -> ModelEntry:
+        if not self.usable(entry):
+            raise InvalidField(field, f"{entry.name} holds pickle weights, which can run code when loaded; they "
+                                      "load only where the operator allows them (--allow-pickle)")
+        return entry
 
     @property
     def max_pixels(self) -> int:
@@ -52,15 +62,17 @@ class RequestPolicy:
 
     def model(self, name: str, trust: Trust = Trust.network, field: str | Loc = "model") -> ModelEntry:
         try:
-            return self.registry.resolve(name, allow_paths=trust == Trust.local)
+            entry = self.registry.resolve(name, allow_paths=trust == Trust.local)
         except ValueError as error:
             raise InvalidField(field, str(error)) from None
+        return self._checked(entry, field)
 
     def lora(self, name: str, trust: Trust = Trust.network, field: str | Loc = "loras") -> ModelEntry:
         try:
-            return self.registry.resolve_lora(name, allow_paths=trust == Trust.local)
+            entry = self.registry.resolve_lora(name, allow_paths=trust == Trust.local)
         except ValueError as error:
             raise InvalidField(field, str(error)) from None
+        return self._checked(entry, field)
 
     def generation(self, request: GenerationRequest, trust: Trust = Trust.network) -> GenerationRequest:
         """``request`` itself once its sizes are within the limits and its model and LoRAs resolve."""

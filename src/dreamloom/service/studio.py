@@ -62,7 +62,7 @@ class Studio:
         name = f"{socket.gethostname()}:{Path(config.data_dir).resolve()}"
         worker = Worker(store, {GENERATE: runner.run, TRAIN: trainer.run}, max_batch=config.batch_size,
                         batch_wait=config.batch_wait, name=name)
-        policy = RequestPolicy(engine.models.registry, config.limits)
+        policy = RequestPolicy(engine.models.registry, config.limits, settings.allow_pickle)
         server = Preferences()
         if config.default_model:
             server = Preferences(model=policy.model(config.default_model, field="default_model").name)
@@ -87,13 +87,14 @@ class Studio:
     # --- models --------------------------------------------------------------------------------
 
     def models(self) -> list[ModelEntry]:
-        return self.engine.models.registry.entries()
+        """The models a request may name (pickle ones only where the operator allowed them)."""
+        return [entry for entry in self.engine.models.registry.entries() if self.policy.usable(entry)]
 
     def model_names(self) -> list[str]:
         return [entry.name for entry in self.models()]
 
     def loras(self) -> list[ModelEntry]:
-        return self.engine.models.registry.loras()
+        return [entry for entry in self.engine.models.registry.loras() if self.policy.usable(entry)]
 
     def shown(self, entry: ModelEntry) -> str:
         """An entry's location inside the models folder, as listings show it."""
