@@ -68,6 +68,20 @@ def test_a_training_job_installs_a_lora_that_generates_at_once(server):
         assert again.status_code == 422 and again.json()["detail"][0]["loc"] == ["body", "name"]
 
 
+def test_a_name_in_training_is_taken_at_submission(server):
+    url, _ = server
+    body = {"name": "twice", "instance_prompt": "a sks star", "prior_preservation": False, "steps": 500,
+            "images": [b64(subject(1)[0])]}
+    first = httpx.post(f"{url}/api/v1/train", json=body, timeout=30)
+    assert first.status_code == 202, first.text
+    try:
+        second = httpx.post(f"{url}/api/v1/train", json=body, timeout=30)
+        assert second.status_code == 422 and second.json()["detail"][0]["loc"] == ["body", "name"], second.text
+        assert "being trained" in second.text
+    finally:
+        httpx.delete(f"{url}/api/v1/jobs/{first.json()['id']}", timeout=30)
+
+
 @pytest.mark.parametrize(("change", "field"), [
     ({"images": ["bm90IGFuIGltYWdl"]}, ["body", "images", 0]),
     ({"images": []}, ["body", "images"]),

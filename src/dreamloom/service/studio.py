@@ -155,6 +155,9 @@ class Studio:
                         origin: str) -> Job:
         """Queue a DreamBooth run on ``images``; its base model resolves as any network request's."""
         self.policy.model(request.base_model, field="base_model")
+        if any(job.request.get("name") == request.name for state in (JobState.queued, JobState.running)
+               for job in self.store.jobs(state=state, limit=self.config.limits.max_queue) if job.kind == TRAIN):
+            raise InvalidField("name", f"{request.name!r} is being trained by another job; choose another name")
         for i, image in enumerate(images):
             if image.width * image.height > self.policy.max_pixels:
                 raise InvalidField(("images", i), f"{image.width}x{image.height} is over this server's limit")
