@@ -130,3 +130,18 @@ def test_pickle_weights_are_not_listed_and_refused_at_submission(tmp_path, model
             answer = requests.post(base + "/api/v1/jobs", json={"prompt": "x", **body})
             assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", field], answer.text
             assert "--allow-pickle" in answer.text
+
+
+def test_a_chunked_body_over_the_limit_is_a_413(tmp_path, models_dir):
+    with live_server(tmp_path, models_dir, ui=False, limits={"max_body_bytes": 4096}) as base:
+        def chunks():
+            yield b'{"prompt": "'
+            for _ in range(10):
+                yield b"x" * 1000
+            yield b'"}'
+
+        refused = requests.post(base + "/api/v1/jobs", data=chunks(), headers={"Content-Type": "application/json"})
+        assert refused.status_code == 413, refused.text
+        small = requests.post(base + "/api/v1/jobs", data=iter([b'{"prompt": "x", ', b'"steps": 1}']),
+                              headers={"Content-Type": "application/json"})
+        assert small.status_code == 202, small.text
