@@ -145,3 +145,17 @@ def test_a_chunked_body_over_the_limit_is_a_413(tmp_path, models_dir):
         small = requests.post(base + "/api/v1/jobs", data=iter([b'{"prompt": "x", ', b'"steps": 1}']),
                               headers={"Content-Type": "application/json"})
         assert small.status_code == 202, small.text
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x" * 1_000_000}]}, "messages"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": "a\x00b"}]}]},
+     "text"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "nul \x00"}]}, "content"),
+    ("/sdapi/v1/vqa", {"image": "", "question": "x" * 1_000_000}, "question"),
+    ("/sdapi/v1/vqa", {"image": "", "question": "Use Prompt", "prompt": "y" * 1_000_000}, "prompt"),
+])
+def test_a_megabyte_of_chat_text_or_a_nul_is_a_422_before_any_model_sees_it(url, path, body, field):
+    answer = requests.post(url + path, json=body)
+    assert answer.status_code == 422, (answer.status_code, answer.text[:300])
+    assert field in answer.text

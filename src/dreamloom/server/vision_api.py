@@ -29,7 +29,8 @@ from dreamloom.service.errors import InvalidField, NotFound, Unavailable
 from dreamloom.service.principals import Principal
 from dreamloom.service.studio import Studio
 from dreamloom.vision.backends import Completion, GenerationOptions, TokenStream, VisionBackend, VisionError
-from dreamloom.vision.messages import Message, MessageError, parse_messages
+from dreamloom.text import Text
+from dreamloom.vision.messages import MAX_TEXT_CHARS, Message, MessageError, parse_messages
 from dreamloom.vision.prompts import CAPTION_PROMPT
 
 openai_router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(caller)], route_class=OpenAIErrorRoute)
@@ -159,10 +160,13 @@ class VqaRequest(BaseModel):
 
     image: str = Field("", description="The image, base64 PNG or JPEG.")
     model: str | None = Field(None, description="A vision model (GET /sdapi/v1/vqa/models); none: the default.")
-    question: str = Field("describe the image", description="A question, a caption task (Short/Normal/Long "
-                                                            "Caption), or 'Use Prompt' to ask `prompt`.")
-    prompt: str | None = Field(None, description="The question when `question` is 'Use Prompt'.")
-    system: str | None = Field(None, description="System prompt; none: the model's own behaviour.")
+    question: Text = Field("describe the image", max_length=MAX_TEXT_CHARS,
+                           description="A question, a caption task (Short/Normal/Long Caption), or 'Use Prompt' "
+                                       "to ask `prompt`.")
+    prompt: Text | None = Field(None, max_length=MAX_TEXT_CHARS,
+                                description="The question when `question` is 'Use Prompt'.")
+    system: Text | None = Field(None, max_length=MAX_TEXT_CHARS,
+                                description="System prompt; none: the model's own behaviour.")
     max_tokens: int | None = Field(None, ge=1, le=8192, description="Most tokens in the answer.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="Sampling temperature (with do_sample).")
     do_sample: bool | None = Field(None, description="Sample instead of greedy decoding.")

@@ -23,6 +23,10 @@ _ALIASES = {"developer": "system"}
 Part = str | Image.Image
 
 
+#: Most characters of text one chat may hold: a long prompt or document fits; a megabyte, which
+#: a model would try to attend to whole (tens of GB), is refused before it reaches one.
+MAX_TEXT_CHARS = 32_768
+
 class MessageError(ValueError):
     """A message that cannot be read; ``loc`` is where, e.g. ``("messages", 1, "content", 0)``."""
 
@@ -66,9 +70,20 @@ def _image_part(part: dict, loc: tuple, max_pixels: int) -> Image.Image:
         raise MessageError((*loc, "image_url", "url"), str(error)) from None
 
 
+def _text(value: str, loc: tuple) -> str:
+    """``value`` once it is text a model can take: no NUL characters, valid Unicode."""
+    if "\x00" in value:
+        raise MessageError(loc, "contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MessageError(loc, "is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
 def _parts(content: object, loc: tuple, max_pixels: int) -> list[Part]:
     if isinstance(content, str):
-        return [content]
+        return [_text(content, loc)]
     if not isinstance(content, list) or not content:
         raise MessageError(loc, "expected a string or a non-empty list of content parts")
     parts: list[Part] = []
@@ -78,7 +93,7 @@ def _parts(content: object, loc: tuple, max_pixels: int) -> list[Part]:
         if kind == "text":
             if not isinstance(part.get("text"), str):
                 raise MessageError((*where, "text"), "expected a string")
-            parts.append(part["text"])
+            parts.append(_text(part["text"], (*where, "text")))
         elif kind in ("image_url", "image"):
             parts.append(_image_part(part, where, max_pixels))
         else:
@@ -107,6 +122,9 @@ def parse_messages(messages: list[dict | Message], max_pixels: int = MAX_PIXELS)
         parsed.append(Message(role, parts))
     if not any(m.role == "user" for m in parsed):
         raise MessageError(("messages",), "no user message: there is nothing to answer")
+    length = sum(len(part) for m in parsed for part in m.parts if isinstance(part, str))
+    if length > MAX_TEXT_CHARS:
+        raise MessageError(("messages",), f"{length} characters of text, over the limit of {MAX_TEXT_CHARS}")
     return parsed
 
 
