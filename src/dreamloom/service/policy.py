@@ -5,6 +5,7 @@ the local command line may name paths; hub ids resolve only where the operator a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 
 from PIL import Image
@@ -61,15 +62,16 @@ class RequestPolicy:
             raise InvalidField(field, str(error).removeprefix(f"{what} ")) from None
 
     def model(self, name: str, trust: Trust = Trust.network, field: str | Loc = "model") -> ModelEntry:
-        try:
-            entry = self.registry.resolve(name, allow_paths=trust == Trust.local)
-        except ValueError as error:
-            raise InvalidField(field, str(error)) from None
-        return self._checked(entry, field)
+        return self._resolved(self.registry.resolve, name, trust, field)
 
     def lora(self, name: str, trust: Trust = Trust.network, field: str | Loc = "loras") -> ModelEntry:
+        return self._resolved(self.registry.resolve_lora, name, trust, field)
+
+    def _resolved(self, resolve: Callable[..., ModelEntry], name: str, trust: Trust, field: str | Loc) -> ModelEntry:
+        """``resolve(name)`` with paths allowed by ``trust`` only, its refusal an ``InvalidField``
+        naming ``field``, and pickle weights only where the operator allowed them."""
         try:
-            entry = self.registry.resolve_lora(name, allow_paths=trust == Trust.local)
+            entry = resolve(name, allow_paths=trust == Trust.local)
         except ValueError as error:
             raise InvalidField(field, str(error)) from None
         return self._checked(entry, field)
